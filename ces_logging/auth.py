@@ -1,0 +1,401 @@
+"""Authentication for Cloud Eye, each scheme a ``requests.auth.AuthBase`` that plugs into any session.
+
+- ``AKSKAuth``: SDK-HMAC-SHA256 request signing, exactly as the official SDK's ``Signer`` does it (NOTES.md).
+  The canonical-request functions are public so that the emulator verifies with the very same code.
+- ``TokenAuth``: ``X-Auth-Token`` from a fixed token or a provider (refreshed before expiry, and on 401).
+- ``IAMPasswordTokenProvider``: tokens from IAM's ``POST /v3/auth/tokens`` with a password identity.
+
+Every class here hides its secrets in ``repr``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+import requests
+from requests.auth import AuthBase
+
+from .errors import CESAuthError, CESError, CESTransportError, ConfigError
+
+ALGORITHM = "SDK-HMAC-SHA256"
+DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+EMPTY_BODY_SHA256 = hashlib.sha256(b"").hexdigest()
+MAX_CLOCK_SKEW_S = 15 * 60  # the gateway accepts X-Sdk-Date within 15 minutes of its clock
+
+
+# --- the signing algorithm (shared with the emulator's verifier) -------------------------------------------
+
+
+def _q(s: str) -> str:
+    return quote(s, safe="~")
+
+
+def canonical_uri(path: str) -> str:
+    """The path unquoted, each segment quoted with ``safe='~'``, and a ``/`` always appended."""
+    uri = "/".join(_q(seg) for seg in unquote(path).split("/"))
+    return uri if uri.endswith("/") else uri + "/"
+
+
+def canonical_query(pairs: Iterable[tuple[str, str]]) -> str:
+    """Pairs sorted, key and value quoted with ``safe='~'`` (a space is %20), joined by ``&``."""
+    return "&".join(f"{_q(k)}={_q(v)}" for k, v in sorted(pairs))
+
+
+def encode_query(params: Mapping[str, object]) -> str:
+    """A query string in the form the signer expects, so what is sent is what was signed."""
+    return canonical_query((k, str(v)) for k, v in params.items() if v is not None)
+
+
+def signed_header_names(headers: Iterable[str]) -> list[str]:
+    """Every header whose name has no ``_``, lower-cased and sorted."""
+    return sorted({h.lower() for h in headers if "_" not in h})
+
+
+def canonical_request(
+    method: str,
+    path: str,
+    query: str,
+    headers: Mapping[str, str],
+    signed: list[str],
+    body: bytes,
+) -> str:
+    """``headers`` maps lower-case names to values; ``query`` is the raw query string."""
+    canonical_headers = "".join(f"{name}:{headers[name].strip()}\n" for name in signed)
+    body_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_BODY_SHA256
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return "\n".join(
+        [
+            method.upper(),
+            canonical_uri(path),
+            canonical_query(pairs),
+            canonical_headers,
+            ";".join(signed),
+            body_hash,
+        ]
+    )
+
+
+def signature(sk: str, sdk_date: str, canonical: str) -> str:
+    string_to_sign = f"{ALGORITHM}\n{sdk_date}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    return hmac.new(sk.encode(), string_to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def authorization_header(ak: str, signed: list[str], sig: str) -> str:
+    return f"{ALGORITHM} Access={ak}, SignedHeaders={';'.join(signed)}, Signature={sig}"
+
+
+def parse_authorization(value: str) -> tuple[str, list[str], str] | None:
+    """(access key, signed header names, signature) from an Authorization header; None when malformed."""
+    algo, _, rest = value.strip().partition(" ")
+    if algo != ALGORITHM:
+        return None
+    fields: dict[str, str] = {}
+    for part in rest.split(","):
+        k, sep, v = part.strip().partition("=")
+        if sep:
+            fields[k] = v
+    try:
+        return fields["Access"], fields["SignedHeaders"].split(";"), fields["Signature"]
+    except KeyError:
+        return None
+
+
+def format_sdk_date(t: float | None = None) -> str:
+    return datetime.fromtimestamp(time.time() if t is None else t, timezone.utc).strftime(DATE_FORMAT)
+
+
+def parse_sdk_date(value: str) -> float:
+    return datetime.strptime(value, DATE_FORMAT).replace(tzinfo=timezone.utc).timestamp()
+
+
+# --- credentials ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An AK/SK pair, with a security token and an expiry for temporary keys."""
+
+    ak: str
+    sk: str
+    security_token: str | None = None
+    expires_at: float | None = None  # epoch seconds
+
+    def __repr__(self) -> str:
+        tok = ", security_token=***" if self.security_token else ""
+        return f"Credentials(ak={self.ak!r}, sk=***{tok}, expires_at={self.expires_at!r})"
+
+
+class CredentialsProvider(Protocol):
+    def credentials(self) -> Credentials: ...
+
+    def invalidate(self) -> None: ...
+
+
+class StaticCredentials:
+    def __init__(self, creds: Credentials) -> None:
+        self._creds = creds
+
+    def credentials(self) -> Credentials:
+        return self._creds
+
+    def invalidate(self) -> None:
+        """Nothing to refresh: fixed keys stay what they are."""
+
+    def __repr__(self) -> str:
+        return f"StaticCredentials({self._creds!r})"
+
+
+class RefreshingProvider:
+    """Caches a value with an expiry; fetches a new one ``refresh_before`` seconds ahead of it, or after
+    ``invalidate()``. Thread-safe: one fetch at a time, the others wait for it."""
+
+    def __init__(self, refresh_before: float) -> None:
+        self._refresh_before = refresh_before
+        self._lock = threading.Lock()
+        self._value: Any = None
+        self._expires_at: float | None = None
+
+    def _fetch(self) -> tuple[Any, float | None]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _get(self) -> Any:
+        with self._lock:
+            fresh = self._value is not None and (
+                self._expires_at is None or time.time() < self._expires_at - self._refresh_before
+            )
+            if not fresh:
+                self._value, self._expires_at = self._fetch()
+            return self._value
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._value = None
+
+
+def _iso_to_epoch(value: str) -> float:
+    v = value.strip().replace("Z", "+00:00")
+    dt = datetime.fromisoformat(v)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+DEFAULT_METADATA_URL = "http://169.254.169.254"
+METADATA_PATH = "/openstack/latest/securitykey"
+
+
+class MetadataCredentialsProvider(RefreshingProvider):
+    """Temporary AK/SK/security token of the ECS agency, from the instance metadata service.
+
+    ``base_url`` defaults to ``CES_METADATA_URL`` (so tests can point it at a local server) and then to the
+    link-local address. Keys are fetched again 10 minutes before ``expires_at``.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        session: requests.Session | None = None,
+        timeout: float = 3.0,
+        refresh_before: float = 600.0,
+    ) -> None:
+        super().__init__(refresh_before)
+        self.base_url = (base_url or DEFAULT_METADATA_URL).rstrip("/")
+        self._session = session or requests.Session()
+        self._timeout = timeout
+
+    def _fetch(self) -> tuple[Credentials, float | None]:
+        url = self.base_url + METADATA_PATH
+        try:
+            r = self._session.get(url, timeout=self._timeout)
+        except requests.RequestException as e:
+            raise CESTransportError(f"metadata service at {self.base_url} unreachable: {type(e).__name__}") from None
+        if r.status_code != 200:
+            raise CESAuthError(f"metadata service answered HTTP {r.status_code}", status=r.status_code)
+        try:
+            c = r.json()["credential"]
+            expires = _iso_to_epoch(c["expires_at"]) if c.get("expires_at") else None
+            creds = Credentials(c["access"], c["secret"], c.get("securitytoken"), expires)
+        except (ValueError, KeyError, TypeError):
+            raise CESAuthError("metadata service answered without a usable credential") from None
+        return creds, expires
+
+    def credentials(self) -> Credentials:
+        creds: Credentials = self._get()
+        return creds
+
+    def __repr__(self) -> str:
+        return f"MetadataCredentialsProvider(base_url={self.base_url!r})"
+
+
+class AKSKAuth(AuthBase):
+    """Signs each request with SDK-HMAC-SHA256 (the official SDK's scheme)."""
+
+    def __init__(
+        self,
+        ak: str | None = None,
+        sk: str | None = None,
+        security_token: str | None = None,
+        project_id: str | None = None,
+        *,
+        provider: CredentialsProvider | None = None,
+    ) -> None:
+        if provider is None:
+            if not ak or not sk:
+                raise ConfigError("AK/SK signing needs both an access key (ak) and a secret key (sk)")
+            for name, v in (("ak", ak), ("sk", sk)):
+                if v != v.strip() or any(c.isspace() for c in v):
+                    raise ConfigError(f"the {name} has white space in it; check how it was copied")
+            provider = StaticCredentials(Credentials(ak, sk, security_token))
+        self.provider = provider
+        self.project_id = project_id
+
+    def __repr__(self) -> str:
+        return f"AKSKAuth(provider={self.provider!r}, project_id={self.project_id!r})"
+
+    def refresh(self) -> None:
+        self.provider.invalidate()
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        creds = self.provider.credentials()
+        parts = urlsplit(r.url or "")
+        r.headers["X-Sdk-Date"] = format_sdk_date()
+        r.headers["Host"] = parts.netloc
+        if self.project_id:
+            r.headers["X-Project-Id"] = self.project_id
+        if creds.security_token:
+            r.headers["X-Security-Token"] = creds.security_token
+        sign_headers = ["Host", "X-Sdk-Date", "X-Project-Id", "X-Security-Token", "Content-Type"]
+        present = {h.lower(): str(r.headers[h]) for h in sign_headers if h in r.headers}
+        signed = signed_header_names(present)
+        body = r.body if isinstance(r.body, bytes) else (r.body or "").encode()
+        canonical = canonical_request(r.method or "GET", parts.path, parts.query, present, signed, body)
+        sig = signature(creds.sk, r.headers["X-Sdk-Date"], canonical)
+        r.headers["Authorization"] = authorization_header(creds.ak, signed, sig)
+        return r
+
+
+# --- tokens ------------------------------------------------------------------------------------------------
+
+
+class TokenProvider(Protocol):
+    def token(self) -> str: ...
+
+    def invalidate(self) -> None: ...
+
+
+class TokenAuth(AuthBase):
+    """``X-Auth-Token`` from a fixed token or from a provider (asked before each request: it caches)."""
+
+    def __init__(self, token: str | TokenProvider) -> None:
+        if isinstance(token, str):
+            if not token.strip():
+                raise ConfigError("the token is empty")
+            self._token: str | None = token
+            self.provider: TokenProvider | None = None
+        else:
+            self._token = None
+            self.provider = token
+
+    def __repr__(self) -> str:
+        return f"TokenAuth(provider={self.provider!r})" if self.provider else "TokenAuth(token=***)"
+
+    def refresh(self) -> None:
+        if self.provider is not None:
+            self.provider.invalidate()
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.headers["X-Auth-Token"] = self._token if self.provider is None else self.provider.token()
+        return r
+
+
+class IAMPasswordTokenProvider(RefreshingProvider):
+    """IAM tokens for a user name and password: fetched on first use, cached, fetched again one hour before
+    ``expires_at`` (tokens live 24 h) or after a 401. Thread-safe."""
+
+    def __init__(
+        self,
+        username: str,
+        password: str,
+        domain: str,
+        *,
+        region: str | None = None,
+        project_id: str | None = None,
+        iam_endpoint: str | None = None,
+        timeout: float = 10.0,
+        refresh_before: float = 3600.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        super().__init__(refresh_before)
+        if not (username and password and domain):
+            raise ConfigError("IAM password tokens need username, password and domain")
+        if not (region or project_id):
+            raise ConfigError("IAM password tokens need a region (project name) or a project_id for the scope")
+        if iam_endpoint is None:
+            if not region:
+                raise ConfigError("set iam_endpoint or region for IAM password tokens")
+            iam_endpoint = f"https://iam.{region}.myhuaweicloud.com"
+        self.username = username
+        self._password = password
+        self.domain = domain
+        self.region = region
+        self.project_id = project_id
+        self.iam_endpoint = iam_endpoint.rstrip("/")
+        self._timeout = timeout
+        self._session = session or requests.Session()
+
+    def __repr__(self) -> str:
+        return (
+            f"IAMPasswordTokenProvider(username={self.username!r}, password=***, domain={self.domain!r}, "
+            f"iam_endpoint={self.iam_endpoint!r})"
+        )
+
+    def _fetch(self) -> tuple[str, float | None]:
+        scope = {"project": {"id": self.project_id} if self.project_id else {"name": self.region}}
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {
+                            "name": self.username,
+                            "password": self._password,
+                            "domain": {"name": self.domain},
+                        }
+                    },
+                },
+                "scope": scope,
+            }
+        }
+        try:
+            r = self._session.post(
+                self.iam_endpoint + "/v3/auth/tokens",
+                data=json.dumps(body),
+                headers={"Content-Type": "application/json;charset=utf8"},
+                timeout=self._timeout,
+            )
+        except requests.RequestException as e:
+            raise CESTransportError(f"IAM at {self.iam_endpoint} unreachable: {type(e).__name__}") from None
+        if r.status_code != 201:
+            raise CESError.from_response(r.status_code, r.content, r.headers)
+        token = r.headers.get("X-Subject-Token")
+        if not token:
+            raise CESAuthError("IAM answered 201 without an X-Subject-Token header", status=201)
+        try:
+            expires: float | None = _iso_to_epoch(r.json()["token"]["expires_at"])
+        except (ValueError, KeyError, TypeError):
+            expires = time.time() + 3600  # unknown expiry: the safe reading is a short life
+        return token, expires
+
+    def token(self) -> str:
+        tok: str = self._get()
+        return tok

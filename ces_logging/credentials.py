@@ -1,0 +1,97 @@
+"""The credential chain: what to sign with when the caller passed nothing, and where it came from.
+
+Order (the official SDK's conventions, NOTES.md): arguments; environment (``HUAWEICLOUD_SDK_AK``/``_SK``/
+``_SECURITY_TOKEN``, or a token in ``CES_AUTH_TOKEN``); the profile file (``HUAWEICLOUD_SDK_CREDENTIALS_FILE``,
+default ``~/.huaweicloud/credentials``, section ``[basic]``); the ECS metadata service (temporary keys of the
+instance's agency). ``ResolvedAuth.source`` names the source for ``doctor``; it never holds a secret.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from requests.auth import AuthBase
+
+from .auth import AKSKAuth, MetadataCredentialsProvider, TokenAuth, TokenProvider
+from .config import ENV_TOKEN, env_first
+from .errors import CESError, ConfigError
+
+ENV_METADATA_URL = "CES_METADATA_URL"
+
+
+@dataclass(frozen=True)
+class ResolvedAuth:
+    auth: AuthBase | None  # None: no credentials, only for an open (local) endpoint
+    source: str  # "arguments", "environment", "profile file <path>", "metadata <url>", "none"
+    project_id: str | None = None  # a project id the source carried (profile file)
+
+
+def resolve_auth(
+    *,
+    ak: str | None = None,
+    sk: str | None = None,
+    security_token: str | None = None,
+    token: str | None = None,
+    token_provider: TokenProvider | None = None,
+    project_id: str | None = None,
+    local_endpoint: bool = False,
+    env: Mapping[str, str] | None = None,
+    session: requests.Session | None = None,
+) -> ResolvedAuth:
+    env = os.environ if env is None else env
+    if sum(x is not None for x in (ak or sk or None, token, token_provider)) > 1:
+        raise ConfigError("pass one kind of credentials: ak/sk, token, or token_provider")
+    if token_provider is not None:
+        return ResolvedAuth(TokenAuth(token_provider), "arguments (token provider)")
+    if token is not None:
+        return ResolvedAuth(TokenAuth(token), "arguments (token)")
+    if ak or sk:
+        if not (ak and sk):
+            raise ConfigError("an access key (ak) needs its secret key (sk), and the other way round")
+        return ResolvedAuth(AKSKAuth(ak, sk, security_token, project_id), "arguments (ak/sk)")
+
+    env_ak, env_sk = env_first(env, "HUAWEICLOUD_SDK_AK"), env_first(env, "HUAWEICLOUD_SDK_SK")
+    if env_ak or env_sk:
+        if not (env_ak and env_sk):
+            raise ConfigError("HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK must be set together")
+        tok = env_first(env, "HUAWEICLOUD_SDK_SECURITY_TOKEN")
+        return ResolvedAuth(AKSKAuth(env_ak, env_sk, tok, project_id), "environment (HUAWEICLOUD_SDK_AK/SK)")
+    env_token = env_first(env, ENV_TOKEN)
+    if env_token:
+        return ResolvedAuth(TokenAuth(env_token), f"environment ({ENV_TOKEN})")
+
+    path = Path(env_first(env, "HUAWEICLOUD_SDK_CREDENTIALS_FILE") or Path.home() / ".huaweicloud" / "credentials")
+    if path.is_file():
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(path, encoding="utf-8")
+        except configparser.Error as e:
+            raise ConfigError(f"profile file {path} cannot be read: {type(e).__name__}") from None
+        if parser.has_section("basic"):
+            sec = parser["basic"]
+            p_ak, p_sk = sec.get("ak", "").strip(), sec.get("sk", "").strip()
+            if p_ak or p_sk:
+                if not (p_ak and p_sk):
+                    raise ConfigError(f"profile file {path}: [basic] needs both ak and sk")
+                pid = sec.get("project_id", "").strip() or None
+                tok = sec.get("security_token", "").strip() or None
+                return ResolvedAuth(AKSKAuth(p_ak, p_sk, tok, project_id or pid), f"profile file {path}", pid)
+
+    meta_url = env_first(env, ENV_METADATA_URL)
+    if local_endpoint and not meta_url:
+        return ResolvedAuth(None, "none (open local endpoint)")
+    provider = MetadataCredentialsProvider(meta_url, session=session, timeout=2.0)
+    try:
+        provider.credentials()  # find out now, not at the first log record
+    except CESError as e:
+        raise ConfigError(
+            "no credentials found: pass ak/sk or token, set HUAWEICLOUD_SDK_AK/HUAWEICLOUD_SDK_SK or "
+            f"CES_AUTH_TOKEN, write [basic] in ~/.huaweicloud/credentials, or run on an ECS with an agency "
+            f"(the metadata service said: {e})"
+        ) from None
+    return ResolvedAuth(AKSKAuth(project_id=project_id, provider=provider), f"metadata {provider.base_url}")

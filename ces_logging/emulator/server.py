@@ -1,0 +1,441 @@
+"""A local Cloud Eye event service: a real HTTP server over a SQLite store.
+
+Routes (as the service): ``POST /V1.0/{project_id}/events``, ``GET /V1.0/{project_id}/event/{event_name}``,
+``GET /V1.0/{project_id}/events`` (event kinds with counts). Optional stand-ins for what a client meets on
+the way: IAM's ``POST /v3/auth/tokens`` (with ``iam_users``) and the ECS metadata service's
+``GET /openstack/latest/securitykey`` (with ``metadata=True``). Admin routes for tests under ``/_emulator/``:
+``faults`` (POST to add, DELETE to clear), ``stats``, ``reset``, ``revoke``.
+
+Validation uses the field rules of ``ces_logging.events``; AK/SK verification uses the signing functions of
+``ces_logging.auth``: one rule, one place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import secrets
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .. import auth as signing
+from ..events import MAX_BODY_BYTES, PROJECT_ID, validate_query, validate_report
+from .store import EventStore
+
+
+@dataclass
+class Fault:
+    """What the next ``count`` matching requests get instead of (or on top of) a normal answer."""
+
+    count: int = 1
+    status: int | None = None  # answer this status without storing
+    retry_after: str | None = None
+    delay: float = 0.0  # seconds before answering
+    drop: bool = False  # close the connection without an answer
+    store: bool = False  # process the request first (so it lands), then delay/drop/answer
+    method: str = "POST"  # POST: reports; GET: queries
+
+
+@dataclass
+class _TempKey:
+    sk: str
+    security_token: str | None
+    expires_at: float | None
+
+
+class EmulatorState:
+    """Everything the handler threads share: store, credentials, faults, counters."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        ak: str | None,
+        sk: str | None,
+        security_token: str | None,
+        token: str | None,
+        iam_users: dict[tuple[str, str], str] | None,
+        metadata: bool,
+        metadata_ttl: float,
+        token_ttl: float,
+    ) -> None:
+        self.store = store
+        self.lock = threading.Lock()
+        self.keys: dict[str, _TempKey] = {}
+        if ak or sk:
+            if not (ak and sk):
+                raise ValueError("the emulator needs both ak and sk to verify signatures")
+            self.keys[ak] = _TempKey(sk, security_token, None)
+        self.tokens: dict[str, float | None] = {token: None} if token else {}
+        self.iam_users = dict(iam_users or {})
+        self.metadata = metadata
+        self.metadata_ttl = metadata_ttl
+        self.token_ttl = token_ttl
+        self.auth_required = bool(self.keys or self.tokens or self.iam_users or metadata)
+        self.faults: list[Fault] = []
+        self.stats: Counter[str] = Counter()
+
+    def take_fault(self, method: str) -> Fault | None:
+        with self.lock:
+            for f in self.faults:
+                if f.method == method and f.count > 0:
+                    f.count -= 1
+                    self.stats["faults_served"] += 1
+                    if f.count == 0:
+                        self.faults.remove(f)
+                    return f
+        return None
+
+    def count(self, key: str, n: int = 1) -> None:
+        with self.lock:
+            self.stats[key] += n
+
+    def token_valid(self, tok: str) -> bool:
+        with self.lock:
+            if tok not in self.tokens:
+                return False
+            exp = self.tokens[tok]
+        return exp is None or time.time() < exp
+
+
+def _utc_iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the real service: clients reuse connections
+    disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms delayed-ACK stall
+    server_version = "CESEmulator/1"
+    state: EmulatorState  # set on the subclass the server makes
+    verbose: bool = False
+
+    # --- plumbing ------------------------------------------------------------------------------------------
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        if self.verbose:
+            sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+
+    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        body = b"" if payload is None else json.dumps(payload, ensure_ascii=False).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json;charset=UTF-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Request-Id", uuid.uuid4().hex)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+        self.state.count(f"status_{status}")
+
+    def _error(self, status: int, code: str, msg: str, headers: dict[str, str] | None = None) -> None:
+        self._send(status, {"error_code": code, "error_msg": msg}, headers)
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+        self.state.count("dropped_connections")
+
+    def _read_body(self) -> bytes | None:
+        """The body, or None after answering 413 (over the gateway's 12 MB) or 400."""
+        try:
+            n = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self._error(400, "ces.0011", "bad Content-Length")
+            return None
+        if n > MAX_BODY_BYTES:
+            self.close_connection = True
+            self._error(413, "APIGW.0201", f"request body too large: {n} bytes, at most {MAX_BODY_BYTES}")
+            return None
+        return self.rfile.read(n) if n else b""
+
+    # --- auth ----------------------------------------------------------------------------------------------
+
+    def _authenticated(self, body: bytes) -> bool:
+        st = self.state
+        if not st.auth_required:
+            return True
+        tok = self.headers.get("X-Auth-Token")
+        if tok is not None:
+            if st.token_valid(tok):
+                return True
+            self._error(401, "APIGW.0301", "Incorrect IAM authentication information: token invalid or expired")
+            return False
+        why = self._check_signature(body)
+        if why is None:
+            return True
+        self._error(401, "APIGW.0301", f"Incorrect IAM authentication information: {why}")
+        return False
+
+    def _check_signature(self, body: bytes) -> str | None:
+        value = self.headers.get("Authorization")
+        if not value:
+            return "no Authorization or X-Auth-Token header"
+        parsed = signing.parse_authorization(value)
+        if parsed is None:
+            return "malformed Authorization header"
+        ak, signed, sig = parsed
+        with self.state.lock:
+            key = self.state.keys.get(ak)
+        if key is None:
+            return "unknown access key"
+        if key.expires_at is not None and time.time() >= key.expires_at:
+            return "temporary access key expired"
+        if "x-sdk-date" not in signed or "host" not in signed:
+            return "x-sdk-date and host must be signed"
+        date = self.headers.get("X-Sdk-Date", "")
+        try:
+            skew = abs(time.time() - signing.parse_sdk_date(date))
+        except ValueError:
+            return "bad X-Sdk-Date"
+        if skew > signing.MAX_CLOCK_SKEW_S:
+            return f"X-Sdk-Date is {int(skew)} s away from the server's clock (at most 15 min)"
+        if key.security_token is not None:
+            if self.headers.get("X-Security-Token") != key.security_token:
+                return "temporary access key used without its security token"
+            if "x-security-token" not in signed:
+                return "x-security-token must be signed"
+        headers: dict[str, str] = {}
+        for name in signed:
+            v = self.headers.get(name)
+            if v is None:
+                return f"signed header {name} is missing"
+            # http.server decodes header bytes as latin-1; the signer signed their UTF-8 text.
+            with contextlib.suppress(UnicodeError):
+                v = v.encode("latin-1").decode("utf-8")
+            headers[name] = v
+        parts = urlsplit(self.path)
+        canonical = signing.canonical_request(self.command, parts.path, parts.query, headers, signed, body)
+        expected = signing.signature(key.sk, date, canonical)
+        if not hmac.compare_digest(expected, sig):
+            return "signature does not match"
+        return None
+
+    # --- routing -------------------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._route("GET")
+
+    def do_POST(self) -> None:
+        self._route("POST")
+
+    def do_DELETE(self) -> None:
+        self._route("DELETE")
+
+    def _route(self, method: str) -> None:
+        try:
+            body = self._read_body()
+            if body is None:
+                return
+            parts = urlsplit(self.path)
+            segs = [unquote(s) for s in parts.path.strip("/").split("/")]
+            self.state.count("requests")
+            if segs[0] == "_emulator":
+                self._admin(method, segs[1:], body)
+            elif segs == ["v3", "auth", "tokens"] and method == "POST":
+                self._iam(body)
+            elif segs == ["openstack", "latest", "securitykey"] and method == "GET":
+                self._metadata()
+            elif len(segs) >= 3 and segs[0] == "V1.0":
+                self._api(method, segs[1], segs[2:], parts.query, body)
+            else:
+                self._error(404, "APIGW.0101", f"The API does not exist or has not been published: {parts.path}")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as e:  # never a stack trace in a body
+            self.state.count("internal_errors")
+            if self.verbose:
+                sys.stderr.write(f"emulator internal error: {type(e).__name__}: {e}\n")
+            with contextlib.suppress(OSError):
+                self._error(500, "ces.0007", "internal error")
+
+    def _api(self, method: str, project_id: str, rest: list[str], query: str, body: bytes) -> None:
+        fault = self.state.take_fault(method)
+        if fault is not None and not fault.store:
+            if fault.delay:
+                time.sleep(fault.delay)
+            if fault.drop:
+                self._drop()
+                return
+            if fault.status is not None:
+                hdrs = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+                code = "ces.0429" if fault.status == 429 else f"ces.{fault.status:04d}"
+                self._error(fault.status, code, f"injected fault: HTTP {fault.status}", hdrs)
+                return
+        if not self._authenticated(body):
+            return
+        if PROJECT_ID.check(project_id):
+            self._error(400, "ces.0003", f"project id {project_id!r} is not valid")
+            return
+        if method == "POST" and rest == ["events"]:
+            self._report(project_id, body, fault)
+        elif method == "GET" and rest == ["events"]:
+            self._kinds(project_id, query)
+        elif method == "GET" and len(rest) == 2 and rest[0] == "event":
+            self._detail(project_id, rest[1], query)
+        else:
+            self._error(404, "APIGW.0101", "The API does not exist or has not been published")
+
+    def _report(self, project_id: str, body: bytes, fault: Fault | None) -> None:
+        try:
+            items = json.loads(body.decode("utf-8")) if body else None
+        except (UnicodeDecodeError, ValueError) as e:
+            self._error(400, "ces.0014", f"body is not valid JSON: {type(e).__name__}")
+            return
+        if items is None:
+            self._error(400, "ces.0001", "request body is missing")
+            return
+        problems = validate_report(items)
+        if problems:
+            self.state.count("rejected_requests")
+            self._error(400, "ces.0014", "; ".join(problems[:20]) + (" ..." if len(problems) > 20 else ""))
+            return
+        out, new = self.state.store.add(project_id, items)
+        self.state.count("events_received", len(items))
+        self.state.count("events_stored", new)
+        self.state.count("events_duplicate", len(items) - new)
+        if fault is not None and fault.store:
+            if fault.delay:
+                time.sleep(fault.delay)
+            if fault.drop:
+                self._drop()
+                return
+            if fault.status is not None:
+                self._error(fault.status, f"ces.{fault.status:04d}", f"injected fault after storing: {fault.status}")
+                return
+        self._send(201, out)
+
+    def _detail(self, project_id: str, event_name: str, query: str) -> None:
+        if not 1 <= len(event_name) <= 64:  # system event names too: only the length is documented
+            self._error(400, "ces.0013", "event_name: must be 1 to 64 characters")
+            return
+        params = dict(parse_qsl(query, keep_blank_values=True))
+        parsed, problems = validate_query(params)
+        if problems:
+            code = "ces.0006" if any(p.startswith(("start", "limit")) for p in problems) else "ces.0013"
+            self._error(400, code, "; ".join(problems))
+            return
+        start = parsed.pop("start", 0)
+        limit = parsed.pop("limit", 100)
+        page, total, users, sources = self.state.store.query(project_id, event_name, parsed, start, limit)
+        self._send(
+            200,
+            {
+                "event_name": event_name,
+                "event_type": parsed["event_type"],
+                "sub_event_type": parsed.get("sub_event_type", "SUB_EVENT.CUSTOM"
+                                              if parsed["event_type"] == "EVENT.CUSTOM" else "SUB_EVENT.OPS"),
+                "event_users": users,
+                "event_sources": sources,
+                "event_info": page,
+                "meta_data": {"total": total},
+            },
+        )
+
+    def _kinds(self, project_id: str, query: str) -> None:
+        params = dict(parse_qsl(query, keep_blank_values=True))
+        kinds = self.state.store.kinds(project_id)
+        for f in ("event_type", "sub_event_type", "event_name"):
+            if f in params:
+                kinds = [k for k in kinds if k[f] == params[f]]
+        try:
+            start = int(params.get("start", 0))
+            limit = int(params.get("limit", 100))
+        except ValueError:
+            self._error(400, "ces.0006", "start and limit must be integers")
+            return
+        if start < 0 or not 1 <= limit <= 100:
+            self._error(400, "ces.0006", "start must be >= 0 and limit 1 to 100")
+            return
+        self._send(200, {"events": kinds[start : start + limit], "meta_data": {"total": len(kinds)}})
+
+    # --- stand-ins for IAM and the metadata service -------------------------------------------------------
+
+    def _iam(self, body: bytes) -> None:
+        try:
+            ident = json.loads(body)["auth"]["identity"]["password"]["user"]
+            key = (str(ident["domain"]["name"]), str(ident["name"]))
+            password = str(ident["password"])
+        except (ValueError, KeyError, TypeError):
+            self._error(400, "IAM.0001", "bad token request body")
+            return
+        expected = self.state.iam_users.get(key)
+        if expected is None or not hmac.compare_digest(expected, password):
+            self._error(401, "IAM.0002", "The username or password is wrong")
+            return
+        tok = "MII" + secrets.token_urlsafe(48)
+        expires = time.time() + self.state.token_ttl
+        with self.state.lock:
+            self.state.tokens[tok] = expires
+            self.state.stats["iam_tokens_issued"] += 1
+        self._send(201, {"token": {"expires_at": _utc_iso(expires)}}, {"X-Subject-Token": tok})
+
+    def _metadata(self) -> None:
+        if not self.state.metadata:
+            self._error(404, "APIGW.0101", "metadata service not enabled")
+            return
+        ak = "TMP" + secrets.token_hex(8).upper()
+        sk = secrets.token_urlsafe(30)
+        sec = secrets.token_urlsafe(60)
+        expires = time.time() + self.state.metadata_ttl
+        with self.state.lock:
+            self.state.keys[ak] = _TempKey(sk, sec, expires)
+            self.state.stats["metadata_keys_issued"] += 1
+        self._send(
+            200,
+            {"credential": {"access": ak, "secret": sk, "securitytoken": sec, "expires_at": _utc_iso(expires)}},
+        )
+
+    # --- admin ---------------------------------------------------------------------------------------------
+
+    def _admin(self, method: str, segs: list[str], body: bytes) -> None:
+        st = self.state
+        if segs == ["faults"] and method == "POST":
+            try:
+                spec = json.loads(body or b"{}")
+                faults = [Fault(**f) for f in (spec if isinstance(spec, list) else [spec])]
+            except (ValueError, TypeError) as e:
+                self._error(400, "EMU.0001", f"bad fault spec: {e}")
+                return
+            with st.lock:
+                st.faults.extend(faults)
+            self._send(201, {"faults": len(st.faults)})
+        elif segs == ["faults"] and method == "DELETE":
+            with st.lock:
+                st.faults.clear()
+            self._send(200, {"faults": 0})
+        elif segs == ["stats"] and method == "GET":
+            with st.lock:
+                stats: dict[str, Any] = dict(st.stats)
+            stats["events_in_store"] = st.store.count()
+            self._send(200, stats)
+        elif segs == ["reset"] and method == "POST":
+            st.store.clear()
+            with st.lock:
+                st.faults.clear()
+                st.stats.clear()
+            self._send(200, {"reset": True})
+        elif segs == ["revoke"] and method == "POST":
+            # Every IAM token and temporary key issued so far stops working (tests of refresh on 401).
+            with st.lock:
+                st.tokens = {t: e for t, e in st.tokens.items() if e is None}
+                st.keys = {a: k for a, k in st.keys.items() if k.expires_at is None}
+            self._send(200, {"revoked": True})
+        else:
+            self._error(404, "EMU.0404", "no such admin route")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True

@@ -1,0 +1,153 @@
+"""One exception type for everything the service or the network can say, with subclasses by kind.
+
+The service answers errors in three body shapes (NOTES.md); ``CESError.from_response`` reads all three.
+Retry policy is the caller's; ``is_retryable`` and ``retry_after`` give it what it needs to decide.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """Bad configuration, raised at construction time (never at log time)."""
+
+
+class CESError(Exception):
+    """An error from Cloud Eye or on the way to it. Never carries a secret: only status, the service's error
+    code and message, and the request id."""
+
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.request_id = request_id
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        parts = []
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
+        if self.code:
+            parts.append(self.code)
+        head = " ".join(parts)
+        text = f"{head}: {self.message}" if head else self.message
+        if self.request_id:
+            text += f" (request id {self.request_id})"
+        return text
+
+    @staticmethod
+    def from_response(status: int, body: bytes, headers: Any) -> CESError:
+        code, message = parse_error_body(body)
+        request_id = headers.get("X-Request-Id") if headers is not None else None
+        retry_after = parse_retry_after(headers.get("Retry-After")) if headers is not None else None
+        cls = error_class_for(status)
+        return cls(
+            message or f"HTTP {status}",
+            status=status,
+            code=code,
+            request_id=request_id,
+            retry_after=retry_after,
+        )
+
+
+class CESAuthError(CESError):
+    """401 or 403: the credentials were refused, or the caller may not do this."""
+
+
+class CESThrottledError(CESError):
+    """429: too many requests. Back off (``retry_after`` when the service said how long)."""
+
+    retryable = True
+
+
+class CESValidationError(CESError):
+    """400, 404, 413 and other 4xx: the request itself is wrong; sending it again will not help."""
+
+
+class CESServerError(CESError):
+    """408 and 5xx: the service failed; the same request may succeed later."""
+
+    retryable = True
+
+
+class CESTransportError(CESError):
+    """No answer: connection refused or reset, DNS, TLS, timeout. The request may or may not have landed."""
+
+    retryable = True
+
+
+def error_class_for(status: int) -> type[CESError]:
+    if status in (401, 403):
+        return CESAuthError
+    if status == 429:
+        return CESThrottledError
+    if status == 408 or status >= 500:
+        return CESServerError
+    return CESValidationError
+
+
+def is_retryable(err: BaseException) -> bool:
+    """408, 429, 5xx and transport errors are worth another try; the rest are not."""
+    return isinstance(err, CESError) and err.retryable
+
+
+def parse_error_body(body: bytes) -> tuple[str | None, str | None]:
+    """(code, message) from any of the service's three error shapes; raw text when it is not JSON."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        data = json.loads(text) if text else None
+    except ValueError:
+        return None, text[:500] or None
+    if not isinstance(data, dict):
+        return None, text[:500] or None
+    # 1. {"error_code": "ces.0014", "error_msg": "..."}
+    if "error_code" in data or "error_msg" in data:
+        return _str(data.get("error_code")), _str(data.get("error_msg"))
+    msg = data.get("message")
+    # 3. {"http_code": "403", "message": {"details": "...", "code": "403"}}
+    if isinstance(msg, dict):
+        return _str(msg.get("code")), _str(msg.get("details"))
+    # 2. {"code": 400, "element": "Bad Request", "message": "...", "details": {"details": "...", "code": ...}}
+    details = data.get("details")
+    if isinstance(details, dict):
+        detail_msg = _str(details.get("details"))
+        message = _str(msg)
+        if detail_msg and message and detail_msg != message:
+            message = f"{message}: {detail_msg}"
+        return _str(details.get("code")) or _str(data.get("code")), message or detail_msg
+    return _str(data.get("code")), _str(msg)
+
+
+def _str(v: object) -> str | None:
+    return None if v is None else str(v)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
