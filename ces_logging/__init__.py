@@ -1,0 +1,50 @@
+"""ces_logging: Python logging records as Huawei Cloud Eye (CES) custom events.
+
+    import logging, ces_logging
+    ces_logging.configure()          # reads CES_ENDPOINT / CES_REGION, CES_PROJECT_ID and credentials
+    logging.getLogger("shop").error("payment failed")   # -> a Major, incident event "shop"
+"""
+
+from .auth import AKSKAuth, IAMPasswordTokenProvider, MetadataCredentialsProvider, TokenAuth
+from .client import CESClient, EventDetailPage, ReportedEvent
+from .config import configure, handler_factory
+from .errors import (
+    CESAuthError,
+    CESError,
+    CESServerError,
+    CESThrottledError,
+    CESTransportError,
+    CESValidationError,
+    ConfigError,
+    is_retryable,
+)
+from .events import CustomEvent, Dimension, EventRecord
+from .handler import CESHandler, HandlerStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AKSKAuth",
+    "CESAuthError",
+    "CESClient",
+    "CESError",
+    "CESHandler",
+    "CESServerError",
+    "CESThrottledError",
+    "CESTransportError",
+    "CESValidationError",
+    "ConfigError",
+    "CustomEvent",
+    "Dimension",
+    "EventDetailPage",
+    "EventRecord",
+    "HandlerStats",
+    "IAMPasswordTokenProvider",
+    "MetadataCredentialsProvider",
+    "ReportedEvent",
+    "TokenAuth",
+    "__version__",
+    "configure",
+    "handler_factory",
+    "is_retryable",
+]

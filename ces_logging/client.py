@@ -130,6 +130,11 @@ class CESClient:
             f"timeout={self.timeout})"
         )
 
+    def reset_connections(self) -> None:
+        """Drop pooled connections (after ``fork``: the parent's sockets are not the child's to use)."""
+        for adapter in self.session.adapters.values():
+            adapter.close()
+
     def close(self) -> None:
         if self._own_session:
             self.session.close()

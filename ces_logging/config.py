@@ -7,9 +7,10 @@ setting is found when the app starts, never when it logs.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -99,3 +100,78 @@ def resolve_project_id(project_id: str | None, env: Mapping[str, str] | None = N
     if why := PROJECT_ID.check(pid):
         raise ConfigError(f"project id {pid!r} is not valid: {why}")
     return pid
+
+
+# --- building a handler from settings ------------------------------------------------------------------------
+
+_BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+_INT_OPTS = ("batch_size", "queue_size")
+_FLOAT_OPTS = ("flush_interval", "timeout", "grace_period")
+_BOOL_OPTS = ("json_content", "allow_insecure")
+_MAP_OPTS = ("dimensions", "level_map", "state_map")
+
+
+def _convert(key: str, value: object) -> object:
+    """Strings (from INI, YAML or env) to the option's type; a clear error names the key."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    try:
+        if key in _INT_OPTS:
+            return int(text)
+        if key in _FLOAT_OPTS:
+            return float(text)
+        if key in _BOOL_OPTS:
+            return _BOOL[text.lower()]
+        if key == "verify":
+            return _BOOL.get(text.lower(), text)  # a CA bundle path stays a path
+        if key in _MAP_OPTS:
+            # "name=value,name2=value2" (JSON objects are accepted too)
+            if text.startswith("{"):
+                import json
+
+                loaded = json.loads(text)
+                if not isinstance(loaded, dict):
+                    raise ValueError("not an object")
+                return loaded
+            pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError("expected name=value pairs separated by commas")
+            return {k.strip(): v.strip() for k, v in pairs}
+    except (ValueError, KeyError) as e:
+        raise ConfigError(f"option {key}={value!r} cannot be read: {e or 'bad value'}") from None
+    return text
+
+
+def handler_factory(**options: object) -> Any:
+    """For dictConfig's ``"()": "ces_logging.handler_factory"``: every option may be a string."""
+    from .handler import CESHandler
+
+    import inspect
+
+    known = set(inspect.signature(CESHandler.__init__).parameters) - {"self", "client", "env"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    kwargs = {k: _convert(k, v) for k, v in options.items()}
+    return CESHandler(**kwargs)  # type: ignore[arg-type]
+
+
+def configure(level: int | str = "WARNING", logger: str | logging.Logger | None = None, **handler_kwargs: Any) -> Any:
+    """One line for scripts: a ``CESHandler`` on the root logger (or the one given) at ``level``.
+
+    Reads ``CES_ENDPOINT``, ``CES_REGION``, ``CES_PROJECT_ID`` (or ``HUAWEICLOUD_SDK_PROJECT_ID``),
+    ``CES_EVENT_SOURCE``, ``CES_AUTH_TOKEN`` and the credential chain for what is not passed. Calling it again
+    replaces the handler it added before (no second worker)."""
+    from .handler import CESHandler
+
+    handler = CESHandler(level=level, **handler_kwargs)
+    target = logger if isinstance(logger, logging.Logger) else logging.getLogger(logger)
+    for old in [h for h in target.handlers if getattr(h, "_ces_configured", False)]:
+        target.removeHandler(old)
+        old.close()
+    handler._ces_configured = True  # type: ignore[attr-defined]
+    target.addHandler(handler)
+    if target.getEffectiveLevel() > handler.level:
+        target.setLevel(handler.level)  # else the logger would filter out what the handler is meant to send
+    return handler

@@ -169,6 +169,46 @@ def derive_event_name(logger_name: str) -> str:
     return EVENT_NAME.sanitise(logger_name.replace(".", "_") or "root") or "log"
 
 
+# --- content ------------------------------------------------------------------------------------------------
+
+
+def content_cost(text: str) -> int:
+    """Length as the service may count it: NOTES.md says it may turn ``\\n`` into ``\\\\n``, so the safe
+    reading counts a newline as two characters."""
+    return len(text) + text.count("\n")
+
+
+def fit_content(text: str, limit: int = MAX_CONTENT, *, marker: bool = True) -> str:
+    """``text`` cut (on a character boundary) so that ``content_cost`` is at most ``limit``, with a visible
+    marker saying how much was cut."""
+    if content_cost(text) <= limit:
+        return text
+    tail = f"… [truncated {len(text)} chars]" if marker else ""
+    room = max(0, limit - len(tail))
+    head = text[:room]
+    while content_cost(head) > room:  # each cut char lowers the cost by 1 or 2: one pass is enough
+        head = head[: len(head) - (content_cost(head) - room)]
+    if marker:
+        tail = f"… [truncated {len(text) - len(head)} chars]"
+    return head + tail
+
+
+def safe_text(value: object) -> str:
+    """``str(value)`` that never raises and never holds a lone surrogate (which UTF-8 cannot carry)."""
+    try:
+        text = value if isinstance(value, str) else str(value)
+    except Exception as e:
+        try:
+            text = f"<unprintable {type(value).__name__}: {type(e).__name__}>"
+        except Exception:
+            text = "<unprintable>"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 # --- validation of a whole report ---------------------------------------------------------------------------
 
 _TOP_FIELDS: Final = frozenset({"event_name", "event_source", "time", "detail"})

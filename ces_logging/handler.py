@@ -1,0 +1,606 @@
+"""``CESHandler``: a log record becomes a Cloud Eye custom event, delivered in the background.
+
+The app's thread does the least possible (``emit``: take the message, append to a deque, maybe wake the
+worker); everything else, formatting, sanitising, batching and HTTP, happens on the worker thread. ``emit``
+never blocks, never does I/O and never raises: a full queue drops the record and counts it.
+
+Record to event (``EventBuilder``, run on the worker thread):
+- level: >= CRITICAL Critical, >= ERROR Major, >= WARNING Minor, else Info; state: Critical/Major incident,
+  Minor warning, Info normal (both overridable);
+- every field sanitised by ``events.py``'s rules, so the service never refuses what the handler sends;
+- distinct records stay distinct events: the same-event rule merges items whose key fields and millisecond
+  time are equal, so equal keys get strictly increasing times (assigned once: a retry sends the same items).
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import logging
+import os
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from .auth import TokenProvider
+from .client import CESClient
+from .config import ENV_EVENT_SOURCE, env_first
+from .errors import ConfigError
+from .events import (
+    DIMENSION_NAME,
+    DIMENSION_VALUE,
+    EVENT_NAME,
+    EVENT_TYPE_CUSTOM,
+    EVENT_USER,
+    GROUP_ID,
+    LEVELS,
+    MAX_DIMENSIONS,
+    RESOURCE_ID,
+    RESOURCE_NAME,
+    STATES,
+    SUB_EVENT_CUSTOM,
+    TextRule,
+    check_event_source,
+    derive_event_name,
+    fit_content,
+    sanitise_event_source,
+    safe_text,
+)
+from .worker import WORKER_THREADS, Worker
+
+DEFAULT_LEVEL_MAP: Final[Mapping[int, str]] = {
+    logging.CRITICAL: "Critical",
+    logging.ERROR: "Major",
+    logging.WARNING: "Minor",
+    logging.NOTSET: "Info",
+}
+DEFAULT_STATE_MAP: Final[Mapping[str, str]] = {
+    "Critical": "incident",
+    "Major": "incident",
+    "Minor": "warning",
+    "Info": "normal",
+}
+_RECORD_OVERRIDES: Final = (
+    "event_name",
+    "resource_id",
+    "resource_name",
+    "event_user",
+    "dimensions",
+    "group_id",
+)
+_TIME_KEYS_MAX: Final = 50_000  # distinct event keys remembered for time assignment
+
+
+@dataclass(frozen=True)
+class HandlerStats:
+    """A snapshot. ``sent + dropped + queued == received`` always holds; ``dropped_by_reason`` says why."""
+
+    received: int
+    sent: int
+    dropped: int
+    queued: int
+    retries: int
+    batches: int
+    sanitised: int
+    dropped_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+def _parse_level(level: int | str) -> int:
+    if isinstance(level, int) and not isinstance(level, bool):
+        return level
+    if isinstance(level, str):
+        if level.strip().lstrip("-").isdigit():
+            return int(level)
+        value = logging.getLevelName(level.strip().upper())
+        if isinstance(value, int):
+            return value
+    raise ConfigError(f"unknown logging level {level!r}")
+
+
+def _check_optional(rule: TextRule, value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    if why := rule.check(value):
+        raise ConfigError(f"{rule.field} {value!r} is not valid: {why}")
+    return value
+
+
+def _check_dimensions(dims: Mapping[str, Any] | None) -> dict[str, str]:
+    if not dims:
+        return {}
+    if not isinstance(dims, Mapping):
+        raise ConfigError(f"dimensions must be a mapping of name to value, got {type(dims).__name__}")
+    if len(dims) > MAX_DIMENSIONS:
+        raise ConfigError(f"at most {MAX_DIMENSIONS} dimensions are allowed, got {len(dims)}")
+    out = {}
+    for name, value in dims.items():
+        if why := DIMENSION_NAME.check(name):
+            raise ConfigError(f"dimension name {name!r} is not valid: {why}")
+        if why := DIMENSION_VALUE.check(str(value)):
+            raise ConfigError(f"dimension {name!r} value is not valid: {why}")
+        out[name] = str(value)
+    return out
+
+
+class EventBuilder:
+    """Turns ``(record, message)`` into the API's event dict. Runs on the worker thread only."""
+
+    def __init__(
+        self,
+        handler: CESHandler,
+        *,
+        event_source: str,
+        event_name: str | None,
+        resource_id: str | None,
+        resource_name: str | None,
+        group_id: str | None,
+        event_user: str | None,
+        dimensions: dict[str, str],
+        level_map: Mapping[int, str],
+        state_map: Mapping[str, str],
+        json_content: bool,
+    ) -> None:
+        self.handler = handler
+        self.event_source = event_source
+        self.event_name = event_name
+        self.defaults = {
+            "resource_id": resource_id,
+            "resource_name": resource_name,
+            "group_id": group_id,
+            "event_user": event_user,
+        }
+        self.dimensions = dimensions
+        self.thresholds = sorted(level_map.items(), reverse=True)
+        self.state_map = dict(state_map)
+        self.json_content = json_content
+        self.sanitised = 0
+        self._names: dict[str, str] = {}
+        self._last_time: dict[tuple[str, ...], int] = {}
+        self._default_formatter = logging.Formatter("%(message)s")
+        self._json_formatter: logging.Formatter | None = None
+
+    # --- fields ----------------------------------------------------------------------------------------------
+
+    def level_for(self, levelno: int) -> str:
+        for threshold, level in self.thresholds:
+            if levelno >= threshold:
+                return level
+        return "Info"
+
+    def _name_for(self, logger_name: str) -> str:
+        name = self._names.get(logger_name)
+        if name is None:
+            name = derive_event_name(logger_name)
+            if len(self._names) < 10_000:
+                self._names[logger_name] = name
+        return name
+
+    def _clean(self, rule: TextRule, value: object) -> str | None:
+        """A per-record value through its rule; counted when it had to change or go."""
+        if value is None:
+            return None
+        text = value if isinstance(value, str) else safe_text(value)
+        clean = rule.sanitise(text)
+        if clean != text:
+            self.sanitised += 1
+        return clean or None
+
+    # --- time ------------------------------------------------------------------------------------------------
+
+    def assign_time(self, key: tuple[str, ...], created_ms: int) -> int:
+        last = self._last_time.get(key)
+        t = created_ms if last is None or created_ms > last else last + 1
+        if len(self._last_time) >= _TIME_KEYS_MAX:
+            # Forget keys whose last time is over an hour old: the service would refuse those times anyway.
+            horizon = t - 3_600_000
+            self._last_time = {k: v for k, v in self._last_time.items() if v > horizon}
+            if len(self._last_time) >= _TIME_KEYS_MAX:
+                self._last_time.clear()
+        self._last_time[key] = t
+        return t
+
+    # --- content ---------------------------------------------------------------------------------------------
+
+    def content(self, record: logging.LogRecord, message: str | None) -> str:
+        if message is None:
+            self.sanitised += 1
+            message = (
+                f"[ces_logging: could not format the log message] msg={safe_text(record.msg)} "
+                f"args={safe_text(record.args)}"
+            )
+        r = copy.copy(record)
+        r.msg, r.args = message, None
+        if self.json_content:
+            return self._json(r)
+        fmt = self.handler.formatter or self._default_formatter
+        try:
+            text = fmt.format(r)
+        except Exception as e:
+            self.sanitised += 1
+            text = f"{message} [ces_logging: formatter failed: {type(e).__name__}]"
+        return fit_content(safe_text(text))
+
+    def _json(self, r: logging.LogRecord) -> str:
+        fmt = self.handler.formatter
+        if fmt is None or not type(fmt).__name__.startswith("Json"):
+            if self._json_formatter is None:
+                from pythonjsonlogger.json import JsonFormatter
+
+                self._json_formatter = JsonFormatter("%(levelname)s %(name)s %(message)s")
+            fmt = self._json_formatter
+        # Shorten the message (and the traceback), never the JSON: the result stays valid JSON.
+        text = safe_text(fmt.format(r))
+        for _ in range(4):
+            over = len(fit_content(text, marker=False)) < len(text)
+            if not over:
+                return text
+            excess = len(text) - len(fit_content(text, marker=False)) + 64
+            msg = str(r.msg)
+            if r.exc_text and len(r.exc_text) > excess:
+                r.exc_text = fit_content(r.exc_text, limit=max(0, len(r.exc_text) - excess))
+            elif r.exc_info or r.exc_text:
+                r.exc_info, r.exc_text = None, None
+            else:
+                r.msg = fit_content(msg, limit=max(0, len(msg) - excess))
+            text = safe_text(fmt.format(r))
+        import json
+
+        return json.dumps({"message": fit_content(str(r.msg), limit=2000), "truncated": True}, ensure_ascii=False)
+
+    # --- the event -------------------------------------------------------------------------------------------
+
+    def __call__(self, item: tuple[logging.LogRecord, str | None]) -> dict[str, Any]:
+        record, message = item
+        over = getattr(record, "ces", None)
+        if over is not None and not isinstance(over, Mapping):
+            self.sanitised += 1
+            over = None
+        values = dict(self.defaults)
+        name = self.event_name or self._name_for(record.name)
+        dims = self.dimensions
+        if over:
+            if "event_name" in over:
+                name = self._clean(EVENT_NAME, over["event_name"]) or name
+            for key, rule in (
+                ("resource_id", RESOURCE_ID),
+                ("resource_name", RESOURCE_NAME),
+                ("event_user", EVENT_USER),
+                ("group_id", GROUP_ID),
+            ):
+                if key in over:
+                    values[key] = self._clean(rule, over[key])
+            if "dimensions" in over:
+                dims = self._merge_dimensions(over["dimensions"])
+        level = self.level_for(record.levelno)
+        state = self.state_map.get(level, "normal")
+        detail: dict[str, Any] = {
+            "event_type": EVENT_TYPE_CUSTOM,
+            "sub_event_type": SUB_EVENT_CUSTOM,
+            "event_level": level,
+            "event_state": state,
+            "content": self.content(record, message),
+        }
+        for key, value in values.items():
+            if value:
+                detail[key] = value
+        if dims:
+            detail["dimensions"] = [{"name": k, "value": v} for k, v in dims.items()]
+        key = (
+            self.event_source,
+            name,
+            level,
+            state,
+            values["event_user"] or "",
+            values["resource_id"] or "",
+            values["resource_name"] or "",
+        )
+        t = self.assign_time(key, int(record.created * 1000))
+        return {"event_name": name, "event_source": self.event_source, "time": t, "detail": detail}
+
+    def _merge_dimensions(self, extra: object) -> dict[str, str]:
+        dims = dict(self.dimensions)
+        if not isinstance(extra, Mapping):
+            self.sanitised += 1
+            return dims
+        for k, v in extra.items():
+            name = self._clean(DIMENSION_NAME, k)
+            value = self._clean(DIMENSION_VALUE, v)
+            if name and value:
+                dims[name] = value
+        if len(dims) > MAX_DIMENSIONS:
+            self.sanitised += 1
+            dims = dict(list(dims.items())[:MAX_DIMENSIONS])
+        return dims
+
+
+# --- the handler ---------------------------------------------------------------------------------------------
+
+_HANDLERS: weakref.WeakSet[CESHandler] = weakref.WeakSet()
+_DRAINING: set[Worker] = set()  # workers of closed handlers still delivering in the background
+_registry_lock = threading.Lock()
+
+
+def _holding_logging_lock() -> bool:
+    """True when this thread holds ``logging._lock`` (dictConfig, logging.shutdown under reconfiguration):
+    waiting for the worker then could deadlock with anything on it that needs the lock."""
+    lock = getattr(logging, "_lock", None)
+    is_owned = getattr(lock, "_is_owned", None)
+    try:
+        return bool(is_owned()) if is_owned is not None else False
+    except Exception:
+        return False
+
+
+class CESHandler(logging.Handler):
+    """Sends log records to Cloud Eye as custom events. All arguments are plain values, so that
+    ``logging.config.dictConfig`` can build it with ``"class": "ces_logging.CESHandler"``."""
+
+    def __init__(
+        self,
+        project_id: str | None = None,
+        region: str | None = None,
+        endpoint: str | None = None,
+        ak: str | None = None,
+        sk: str | None = None,
+        security_token: str | None = None,
+        token: str | None = None,
+        *,
+        token_provider: TokenProvider | None = None,
+        event_source: str | None = None,
+        event_name: str | None = None,
+        resource_id: str | None = None,
+        resource_name: str | None = None,
+        group_id: str | None = None,
+        event_user: str | None = None,
+        dimensions: Mapping[str, Any] | None = None,
+        level_map: Mapping[int | str, str] | None = None,
+        state_map: Mapping[str, str] | None = None,
+        batch_size: int = 100,
+        flush_interval: float = 2.0,
+        queue_size: int = 10_000,
+        timeout: float = 10.0,
+        grace_period: float = 5.0,
+        json_content: bool = False,
+        level: int | str = logging.NOTSET,
+        verify: bool | str = True,
+        allow_insecure: bool = False,
+        client: CESClient | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(_parse_level(level))
+        env = os.environ if env is None else env
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 100:
+            raise ConfigError(f"batch_size must be an integer from 1 to 100 (the API's limit), got {batch_size!r}")
+        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
+            raise ConfigError(f"queue_size must be a positive integer, got {queue_size!r}")
+        for opt, val in (("flush_interval", flush_interval), ("grace_period", grace_period)):
+            if isinstance(val, bool) or not isinstance(val, int | float) or val < 0:
+                raise ConfigError(f"{opt} must be a number of seconds >= 0, got {val!r}")
+        source = event_source or env_first(env, ENV_EVENT_SOURCE) or "app.log"
+        if why := check_event_source(source):
+            raise ConfigError(f"event_source {source!r} is not valid: {why}")
+        if event_name is not None and (why := EVENT_NAME.check(event_name)):
+            raise ConfigError(f"event_name {event_name!r} is not valid: {why}")
+        thresholds = dict(DEFAULT_LEVEL_MAP)
+        for k, v in (level_map or {}).items():
+            if v not in LEVELS:
+                raise ConfigError(f"level_map: {v!r} is not a Cloud Eye level ({', '.join(LEVELS)})")
+            thresholds[_parse_level(k)] = v
+        states = dict(DEFAULT_STATE_MAP)
+        for k, v in (state_map or {}).items():
+            if k not in LEVELS or v not in STATES:
+                raise ConfigError(f"state_map: {k!r} -> {v!r} must map a level ({', '.join(LEVELS)}) to a state "
+                                  f"({', '.join(STATES)})")
+            states[k] = v
+        self.client = client or CESClient(
+            project_id,
+            region=region,
+            endpoint=endpoint,
+            ak=ak,
+            sk=sk,
+            security_token=security_token,
+            token=token,
+            token_provider=token_provider,
+            timeout=timeout,
+            verify=verify,
+            allow_insecure=allow_insecure,
+            env=env,
+        )
+        self.event_source = source
+        self.event_name = event_name
+        self.batch_size = batch_size
+        self.flush_interval = float(flush_interval)
+        self.queue_size = queue_size
+        self.grace_period = float(grace_period)
+        self.builder = EventBuilder(
+            self,
+            event_source=source,
+            event_name=event_name,
+            resource_id=_check_optional(RESOURCE_ID, resource_id),
+            resource_name=_check_optional(RESOURCE_NAME, resource_name),
+            group_id=_check_optional(GROUP_ID, group_id),
+            event_user=_check_optional(EVENT_USER, event_user),
+            dimensions=_check_dimensions(dimensions),
+            level_map=thresholds,
+            state_map=states,
+            json_content=json_content,
+        )
+        self._closed = False
+        self._reset_queue()
+        with _registry_lock:
+            _HANDLERS.add(self)
+
+    def _reset_queue(self) -> None:
+        self._pending: deque[tuple[logging.LogRecord, str | None]] = deque()
+        self._received = 0
+        self._emit_drops: dict[str, int] = {}
+        self._worker = Worker(
+            self._pending,
+            self.builder,
+            self.client,
+            batch_size=self.batch_size,
+            flush_interval=self.flush_interval,
+        )
+        self._started = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<CESHandler {logging.getLevelName(self.level)} source={self.event_source!r} "
+            f"endpoint={self.client.endpoint!r} project_id={self.client.project_id!r}>"
+        )
+
+    # --- the hot path ----------------------------------------------------------------------------------------
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        # Records logged on a worker thread (our diagnostics, urllib3's) must not loop back into a handler.
+        if threading.get_ident() in WORKER_THREADS:
+            return False
+        return super().handle(record)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._received += 1
+            if self._closed:
+                self._count_emit_drop("closed")
+                return
+            pending = self._pending
+            if len(pending) >= self.queue_size:
+                self._count_emit_drop("queue_full")
+                return
+            try:
+                message: str | None = record.getMessage()  # now: args may change after the call returns
+            except Exception:
+                message = None  # the worker makes an event that says so
+            pending.append((record, message))
+            n = len(pending)
+            if n == 1 or n >= self.batch_size:
+                self._worker.wakeup.set()
+            if not self._started:
+                self._start()
+        except Exception:
+            self.handleError(record)
+
+    def _count_emit_drop(self, reason: str) -> None:
+        self._emit_drops[reason] = self._emit_drops.get(reason, 0) + 1
+
+    def _start(self) -> None:
+        self._started = True
+        try:
+            self._worker.start()
+        except RuntimeError:  # "can't create new thread at interpreter shutdown"
+            n = len(self._pending)
+            self._pending.clear()
+            self._emit_drops["shutdown"] = self._emit_drops.get("shutdown", 0) + n
+            sys.stderr.write(f"ces_logging: {n} event(s) not sent: logged during interpreter shutdown\n")
+
+    # --- stats, flush, close ---------------------------------------------------------------------------------
+
+    def _accounted(self) -> int:
+        ws = self._worker.stats
+        return ws.sent + sum(ws.dropped.values()) + sum(self._emit_drops.values())
+
+    @property
+    def stats(self) -> HandlerStats:
+        ws = self._worker.stats
+        with ws.cond:
+            sent, retries, batches = ws.sent, ws.retries, ws.batches
+            reasons = dict(ws.dropped)
+        for k, v in list(self._emit_drops.items()):
+            reasons[k] = reasons.get(k, 0) + v
+        dropped = sum(reasons.values())
+        received = self._received  # read last: it only grows, so queued is never negative
+        return HandlerStats(
+            received=received,
+            sent=sent,
+            dropped=dropped,
+            queued=received - sent - dropped,
+            retries=retries,
+            batches=batches,
+            sanitised=self.builder.sanitised,
+            dropped_by_reason=reasons,
+        )
+
+    def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]
+        """Deliver (or account for) everything emitted before this call; True when nothing is left.
+
+        Never waits while this thread holds ``logging._lock``, nor on the worker thread itself: it then only
+        asks the worker to send now and says whether everything was already accounted for."""
+        target = self._received
+        if self._accounted() >= target:
+            return True
+        self._worker.request_flush()
+        if _holding_logging_lock() or threading.get_ident() in WORKER_THREADS or not self._worker.alive:
+            return self._accounted() >= target
+        return self._worker.wait_accounted(target, self._accounted, timeout)
+
+    def close(self, grace_period: float | None = None) -> None:  # type: ignore[override]
+        """Deliver what is queued within the grace period (default ``grace_period``), then stop the worker.
+
+        Under ``logging._lock`` (dictConfig replacing handlers) it does not wait: the worker finishes in the
+        background within the grace period, and interpreter exit waits for it."""
+        grace = self.grace_period if grace_period is None else grace_period
+        if not self._closed:
+            self._closed = True
+            worker = self._worker
+            if self._started:
+                worker.stop(grace)
+                if _holding_logging_lock() or threading.get_ident() in WORKER_THREADS:
+                    with _registry_lock:
+                        _DRAINING.add(worker)
+                else:
+                    worker.join(grace + 0.5)
+            with _registry_lock:
+                _HANDLERS.discard(self)
+        super().close()
+
+    # --- fork ------------------------------------------------------------------------------------------------
+
+    def _after_fork_in_child(self) -> None:
+        """The child gets an empty queue, fresh counters, a new worker (started by its first emit) and new
+        connections: what the parent had queued is the parent's to send."""
+        self.client.reset_connections()
+        self._reset_queue()
+
+
+def _after_fork() -> None:
+    WORKER_THREADS.clear()
+    _DRAINING.clear()
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    for h in list(_HANDLERS):
+        if not h._closed:
+            h._after_fork_in_child()
+
+
+def _drain_at_exit() -> None:
+    """Interpreter exit: every open handler and every draining worker gets to deliver what is queued, all
+    within one grace period (the longest configured), so a script that just ends loses nothing."""
+    handlers = [h for h in list(_HANDLERS) if not h._closed]
+    workers = [h._worker for h in handlers if h._started] + list(_DRAINING)
+    if not workers:
+        return
+    grace = max([h.grace_period for h in handlers] + [5.0 if _DRAINING else 0.0])
+    for h in handlers:
+        h._closed = True
+        if h._started:
+            h._worker.stop(h.grace_period)
+    deadline = time.monotonic() + grace + 0.5
+    for w in workers:
+        w.join(max(0.0, deadline - time.monotonic()))
+    for h in handlers:
+        s = h.stats
+        if s.queued:
+            sys.stderr.write(
+                f"ces_logging: {s.queued} event(s) not delivered at exit: the service did not answer "
+                f"within the grace period ({h.grace_period:g} s)\n"
+            )
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+atexit.register(_drain_at_exit)
