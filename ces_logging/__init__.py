@@ -1,8 +1,8 @@
 """ces_logging: Python logging records as Huawei Cloud Eye (CES) custom events.
 
-    import logging, ces_logging
-    ces_logging.configure()          # reads CES_ENDPOINT / CES_REGION, CES_PROJECT_ID and credentials
-    logging.getLogger("shop").error("payment failed")   # -> a Major, incident event "shop"
+import logging, ces_logging
+ces_logging.configure()          # reads CES_ENDPOINT / CES_REGION, CES_PROJECT_ID and credentials
+logging.getLogger("shop").error("payment failed")   # -> a Major, incident event "shop"
 """
 
 from .auth import AKSKAuth, IAMPasswordTokenProvider, MetadataCredentialsProvider, TokenAuth

@@ -314,7 +314,7 @@ class TokenAuth(AuthBase):
             self.provider.invalidate()
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        r.headers["X-Auth-Token"] = self._token if self.provider is None else self.provider.token()
+        r.headers["X-Auth-Token"] = self.provider.token() if self.provider is not None else str(self._token)
         return r
 
 

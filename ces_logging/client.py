@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -87,7 +87,7 @@ class CESClient:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self.endpoint = resolve_endpoint(endpoint, region, allow_insecure=allow_insecure, env=env)
-        host = requests.utils.urlparse(self.endpoint).hostname or ""
+        host = urlsplit(self.endpoint).hostname or ""
         if auth is not None:
             if any(x is not None for x in (ak, sk, token, token_provider)):
                 raise ConfigError("pass either auth= or credentials (ak/sk, token, token_provider), not both")
@@ -119,8 +119,8 @@ class CESClient:
         self.session.headers["User-Agent"] = USER_AGENT
         # Environment settings (proxies, REQUESTS_CA_BUNDLE) merged once, not per request.
         settings = self.session.merge_environment_settings(self.endpoint, {}, False, verify, None)
-        self._proxies: dict[str, str] = settings["proxies"]
-        self._verify: bool | str = settings["verify"]
+        self._proxies: dict[str, str] = dict(settings["proxies"])
+        self._verify: bool | str = True if settings["verify"] is None else settings["verify"]
         self._adapter = self.session.get_adapter(self.endpoint)
         self._base = f"{self.endpoint}/V1.0/{quote(self.project_id, safe='')}"
 
@@ -213,7 +213,9 @@ class CESClient:
         for i in range(0, len(items), MAX_EVENTS_PER_REQUEST):
             chunk = items[i : i + MAX_EVENTS_PER_REQUEST]
             body = json.dumps(chunk, ensure_ascii=False, separators=(",", ":")).encode()
-            out.extend(ReportedEvent(str(r.get("event_id")), str(r.get("event_name"))) for r in self.post_events_body(body))
+            out.extend(
+                ReportedEvent(str(r.get("event_id")), str(r.get("event_name"))) for r in self.post_events_body(body)
+            )
         return out
 
     # --- querying --------------------------------------------------------------------------------------------
@@ -264,7 +266,9 @@ class CESClient:
             raw=data,
         )
 
-    def iter_event_detail(self, event_name: str, *, page_size: int = QUERY_MAX_LIMIT, **filters: Any) -> Iterator[EventRecord]:
+    def iter_event_detail(
+        self, event_name: str, *, page_size: int = QUERY_MAX_LIMIT, **filters: Any
+    ) -> Iterator[EventRecord]:
         """Every match across pages, lazily, newest first. Stops at ``total`` or at an empty page."""
         start = int(filters.pop("start", 0))
         while True:

@@ -72,9 +72,7 @@ def resolve_endpoint(
         elif region in REGIONS:
             endpoint = f"https://ces.{region}.myhuaweicloud.com"
         else:
-            raise ConfigError(
-                f"unknown region {region!r}: pass endpoint= for it (known regions: {', '.join(REGIONS)})"
-            )
+            raise ConfigError(f"unknown region {region!r}: pass endpoint= for it (known regions: {', '.join(REGIONS)})")
     return check_endpoint(endpoint, allow_insecure=allow_insecure)
 
 
@@ -92,7 +90,9 @@ def check_endpoint(endpoint: str, *, allow_insecure: bool = False) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
-def resolve_project_id(project_id: str | None, env: Mapping[str, str] | None = None, fallback: str | None = None) -> str:
+def resolve_project_id(
+    project_id: str | None, env: Mapping[str, str] | None = None, fallback: str | None = None
+) -> str:
     env = os.environ if env is None else env
     pid = project_id or env_first(env, *ENV_PROJECT_IDS) or fallback
     if not pid:
@@ -145,9 +145,9 @@ def _convert(key: str, value: object) -> object:
 
 def handler_factory(**options: object) -> Any:
     """For dictConfig's ``"()": "ces_logging.handler_factory"``: every option may be a string."""
-    from .handler import CESHandler
-
     import inspect
+
+    from .handler import CESHandler
 
     known = set(inspect.signature(CESHandler.__init__).parameters) - {"self", "client", "env"}
     unknown = sorted(set(options) - known)

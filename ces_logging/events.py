@@ -118,9 +118,7 @@ class TextRule:
         return value
 
 
-EVENT_NAME = TextRule(
-    "event_name", 1, 64, "A-Za-z0-9_", "A-Za-z", "starts with a letter; letters, digits and _"
-)
+EVENT_NAME = TextRule("event_name", 1, 64, "A-Za-z0-9_", "A-Za-z", "starts with a letter; letters, digits and _")
 # event_source is "service.item": each part starts with a letter, then letters, digits, _; 3..32 in all.
 _SOURCE_PART = TextRule("event_source", 1, 30, "A-Za-z0-9_", "A-Za-z", "letters, digits, _")
 EVENT_SOURCE_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]*\.[A-Za-z][A-Za-z0-9_]*")
@@ -132,9 +130,7 @@ RESOURCE_NAME = TextRule("resource_name", 0, 128, r"A-Za-z0-9@_\-.", None, "lett
 EVENT_USER = TextRule("event_user", 0, 64, r"A-Za-z0-9_\-/ ", None, "letters, digits, _, -, / and space")
 QUERY_EVENT_USER = TextRule("event_user", 0, 64, r"A-Za-z0-9_\-/ @.", None, "letters, digits, _-/ @.")
 CONTENT = TextRule("content", 0, MAX_CONTENT, None, None, "any")
-DIMENSION_NAME = TextRule(
-    "name", 1, 32, r"A-Za-z0-9_\-", "A-Za-z", "starts with a letter; letters, digits, _ and -"
-)
+DIMENSION_NAME = TextRule("name", 1, 32, r"A-Za-z0-9_\-", "A-Za-z", "starts with a letter; letters, digits, _ and -")
 DIMENSION_VALUE = TextRule("value", 1, 256, None, None, "any")
 PROJECT_ID = TextRule("project_id", 1, 64, r"A-Za-z0-9_\-", None, "letters, digits, _ and -")
 

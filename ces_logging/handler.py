@@ -48,7 +48,6 @@ from .events import (
     check_event_source,
     derive_event_name,
     fit_content,
-    sanitise_event_source,
     safe_text,
 )
 from .worker import WORKER_THREADS, Worker
@@ -290,7 +289,7 @@ class EventBuilder:
                 detail[key] = value
         if dims:
             detail["dimensions"] = [{"name": k, "value": v} for k, v in dims.items()]
-        key = (
+        time_key = (
             self.event_source,
             name,
             level,
@@ -299,7 +298,7 @@ class EventBuilder:
             values["resource_id"] or "",
             values["resource_name"] or "",
         )
-        t = self.assign_time(key, int(record.created * 1000))
+        t = self.assign_time(time_key, int(record.created * 1000))
         return {"event_name": name, "event_source": self.event_source, "time": t, "detail": detail}
 
     def _merge_dimensions(self, extra: object) -> dict[str, str]:
@@ -394,8 +393,9 @@ class CESHandler(logging.Handler):
         states = dict(DEFAULT_STATE_MAP)
         for k, v in (state_map or {}).items():
             if k not in LEVELS or v not in STATES:
-                raise ConfigError(f"state_map: {k!r} -> {v!r} must map a level ({', '.join(LEVELS)}) to a state "
-                                  f"({', '.join(STATES)})")
+                raise ConfigError(
+                    f"state_map: {k!r} -> {v!r} must map a level ({', '.join(LEVELS)}) to a state ({', '.join(STATES)})"
+                )
             states[k] = v
         self.client = client or CESClient(
             project_id,
@@ -538,7 +538,7 @@ class CESHandler(logging.Handler):
             return self._accounted() >= target
         return self._worker.wait_accounted(target, self._accounted, timeout)
 
-    def close(self, grace_period: float | None = None) -> None:  # type: ignore[override]
+    def close(self, grace_period: float | None = None) -> None:
         """Deliver what is queued within the grace period (default ``grace_period``), then stop the worker.
 
         Under ``logging._lock`` (dictConfig replacing handlers) it does not wait: the worker finishes in the

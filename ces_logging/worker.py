@@ -40,11 +40,11 @@ Builder = Callable[[Any], Event]
 def backoff_delay(attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
     """Seconds before retry number ``attempt`` (1-based): 1, 2, 4 ... capped at 30, with +-20% jitter;
     ``Retry-After`` from the service wins when it says longer."""
-    base = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
-    jitter = (rng or random).uniform(0.8, 1.2)
+    base = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** (attempt - 1))
+    jitter: float = (rng or random).uniform(0.8, 1.2)
     delay = base * jitter
     if retry_after is not None:
-        delay = max(delay, min(retry_after, 300.0))
+        delay = max(delay, min(float(retry_after), 300.0))
     return delay
 
 

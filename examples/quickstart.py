@@ -29,7 +29,7 @@ def main() -> None:
         log.warning("payment provider slow: %d ms", 2300)
         log.error("payment failed for order %s", "A-1002", extra={"ces": {"resource_id": "order-A-1002"}})
         try:
-            1 / 0
+            raise ZeroDivisionError("division by zero in basket total")
         except ZeroDivisionError:
             log.critical("checkout crashed", exc_info=True)
 

@@ -121,7 +121,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- plumbing ------------------------------------------------------------------------------------------
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         if self.verbose:
             sys.stderr.write(f"{self.address_string()} - {format % args}\n")
 
@@ -333,8 +333,9 @@ class _Handler(BaseHTTPRequestHandler):
             {
                 "event_name": event_name,
                 "event_type": parsed["event_type"],
-                "sub_event_type": parsed.get("sub_event_type", "SUB_EVENT.CUSTOM"
-                                              if parsed["event_type"] == "EVENT.CUSTOM" else "SUB_EVENT.OPS"),
+                "sub_event_type": parsed.get(
+                    "sub_event_type", "SUB_EVENT.CUSTOM" if parsed["event_type"] == "EVENT.CUSTOM" else "SUB_EVENT.OPS"
+                ),
                 "event_users": users,
                 "event_sources": sources,
                 "event_info": page,

@@ -149,9 +149,7 @@ class EventStore:
                 [*args, limit, start],
             ).fetchall()
             users = [r[0] for r in self._db.execute(f"SELECT DISTINCT event_user FROM events WHERE {cond}", args)]
-            sources = [
-                r[0] for r in self._db.execute(f"SELECT DISTINCT event_source FROM events WHERE {cond}", args)
-            ]
+            sources = [r[0] for r in self._db.execute(f"SELECT DISTINCT event_source FROM events WHERE {cond}", args)]
         page = [
             {"event_id": r[0], "event_name": r[1], "event_source": r[2], "time": r[3], "detail": json.loads(r[4])}
             for r in rows
