@@ -43,6 +43,7 @@ class Fault:
     delay: float = 0.0  # seconds before answering
     drop: bool = False  # close the connection without an answer
     store: bool = False  # process the request first (so it lands), then delay/drop/answer
+    reject_matching: str | None = None  # 400 for a body holding this text (a rule the emulator lacks)
     method: str = "POST"  # POST: reports; GET: queries
 
 
@@ -85,9 +86,11 @@ class EmulatorState:
         self.faults: list[Fault] = []
         self.stats: Counter[str] = Counter()
 
-    def take_fault(self, method: str) -> Fault | None:
+    def take_fault(self, method: str, body: bytes) -> Fault | None:
         with self.lock:
             for f in self.faults:
+                if f.reject_matching is not None and f.reject_matching.encode() not in body:
+                    continue
                 if f.method == method and f.count > 0:
                     f.count -= 1
                     self.stats["faults_served"] += 1
@@ -260,7 +263,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(500, "ces.0007", "internal error")
 
     def _api(self, method: str, project_id: str, rest: list[str], query: str, body: bytes) -> None:
-        fault = self.state.take_fault(method)
+        fault = self.state.take_fault(method, body)
+        if fault is not None and fault.reject_matching is not None:
+            self._error(400, "ces.0014", f"injected rejection: body holds {fault.reject_matching!r}")
+            return
         if fault is not None and not fault.store:
             if fault.delay:
                 time.sleep(fault.delay)

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from ces_logging import CESClient
+from ces_logging.emulator import Emulator
+
+PROJECT = "proj0123456789"
+AK = "TESTAKEXAMPLE0001"
+SK = "test-secret-key-DO-NOT-LEAK-0001"
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests see only the credentials they set: no env vars or profile file of the machine."""
+    for var in (
+        "HUAWEICLOUD_SDK_AK",
+        "HUAWEICLOUD_SDK_SK",
+        "HUAWEICLOUD_SDK_SECURITY_TOKEN",
+        "HUAWEICLOUD_SDK_PROJECT_ID",
+        "CES_PROJECT_ID",
+        "CES_ENDPOINT",
+        "CES_REGION",
+        "CES_AUTH_TOKEN",
+        "CES_EVENT_SOURCE",
+        "CES_METADATA_URL",
+        "HUAWEICLOUD_SDK_REGION",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HUAWEICLOUD_SDK_CREDENTIALS_FILE", str(tmp_path_factory.mktemp("home") / "none"))
+
+
+@pytest.fixture
+def emu() -> Iterator[Emulator]:
+    with Emulator() as e:
+        yield e
+
+
+@pytest.fixture
+def emu_aksk() -> Iterator[Emulator]:
+    with Emulator(ak=AK, sk=SK) as e:
+        yield e
+
+
+@pytest.fixture
+def client(emu: Emulator) -> Iterator[CESClient]:
+    with CESClient(PROJECT, endpoint=emu.url) as c:
+        yield c
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def item(name: str = "testEvent", t: int | None = None, **detail: object) -> dict[str, object]:
+    d: dict[str, object] = {"event_type": "EVENT.CUSTOM", "event_level": "Info", "content": "hello"}
+    d.update(detail)
+    return {"event_name": name, "event_source": "app.test", "time": now_ms() if t is None else t, "detail": d}
+
+
+def wait_for(pred: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return pred()
+
+
+@pytest.fixture
+def isolated_logger() -> Iterator[logging.Logger]:
+    """A logger of its own per test, not propagating to root, cleaned afterwards."""
+    name = f"t{time.monotonic_ns()}"
+    log = logging.getLogger(name)
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
+    yield log
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
