@@ -126,6 +126,39 @@ def _check_dimensions(dims: Mapping[str, Any] | None) -> dict[str, str]:
     return out
 
 
+class TimeAssigner:
+    """Gives events with equal key fields strictly increasing millisecond times, so that the service's
+    same-event rule (equal keys and time: one event) never merges two records.
+
+    One per process, shared by every handler's worker: two handlers with the same settings (dictConfig
+    applied again, or two loggers) must not give two records the same key and time either. Processes cannot
+    see each other's times: give each process something of its own in a key field (``resource_name``, say)
+    when several processes log the same event."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[tuple[str, ...], int] = {}
+
+    def assign(self, key: tuple[str, ...], created_ms: int) -> int:
+        with self._lock:
+            last = self._last.get(key)
+            t = created_ms if last is None or created_ms > last else last + 1
+            if len(self._last) >= _TIME_KEYS_MAX:
+                # Forget keys last used over an hour ago: the service refuses such times anyway.
+                horizon = t - 3_600_000
+                self._last = {k: v for k, v in self._last.items() if v > horizon}
+                if len(self._last) >= _TIME_KEYS_MAX:
+                    self._last.clear()
+            self._last[key] = t
+            return t
+
+    def reset_lock(self) -> None:
+        self._lock = threading.Lock()
+
+
+TIMES = TimeAssigner()
+
+
 class EventBuilder:
     """Turns ``(record, message)`` into the API's event dict. Runs on the worker thread only."""
 
@@ -159,7 +192,6 @@ class EventBuilder:
         self.json_content = json_content
         self.sanitised = 0
         self._names: dict[str, str] = {}
-        self._last_time: dict[tuple[str, ...], int] = {}
         self._default_formatter = logging.Formatter("%(message)s")
         self._json_formatter: logging.Formatter | None = None
 
@@ -188,20 +220,6 @@ class EventBuilder:
         if clean != text:
             self.sanitised += 1
         return clean or None
-
-    # --- time ------------------------------------------------------------------------------------------------
-
-    def assign_time(self, key: tuple[str, ...], created_ms: int) -> int:
-        last = self._last_time.get(key)
-        t = created_ms if last is None or created_ms > last else last + 1
-        if len(self._last_time) >= _TIME_KEYS_MAX:
-            # Forget keys whose last time is over an hour old: the service would refuse those times anyway.
-            horizon = t - 3_600_000
-            self._last_time = {k: v for k, v in self._last_time.items() if v > horizon}
-            if len(self._last_time) >= _TIME_KEYS_MAX:
-                self._last_time.clear()
-        self._last_time[key] = t
-        return t
 
     # --- content ---------------------------------------------------------------------------------------------
 
@@ -298,7 +316,7 @@ class EventBuilder:
             values["resource_id"] or "",
             values["resource_name"] or "",
         )
-        t = self.assign_time(time_key, int(record.created * 1000))
+        t = TIMES.assign(time_key, int(record.created * 1000))
         return {"event_name": name, "event_source": self.event_source, "time": t, "detail": detail}
 
     def _merge_dimensions(self, extra: object) -> dict[str, str]:
@@ -570,6 +588,7 @@ class CESHandler(logging.Handler):
 def _after_fork() -> None:
     WORKER_THREADS.clear()
     _DRAINING.clear()
+    TIMES.reset_lock()
     global _registry_lock
     _registry_lock = threading.Lock()
     for h in list(_HANDLERS):
