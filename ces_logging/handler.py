@@ -613,9 +613,10 @@ def _drain_at_exit() -> None:
         w.join(max(0.0, deadline - time.monotonic()))
     for h in handlers:
         s = h.stats
-        if s.queued:
+        lost = s.queued + s.dropped_by_reason.get("shutdown", 0)
+        if lost:
             sys.stderr.write(
-                f"ces_logging: {s.queued} event(s) not delivered at exit: the service did not answer "
+                f"ces_logging: {lost} event(s) not delivered at exit: the service did not take them "
                 f"within the grace period ({h.grace_period:g} s)\n"
             )
 

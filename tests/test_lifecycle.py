@@ -1,0 +1,88 @@
+"""Process life cycle: scripts that just end, fork, interpreter exit with a hung service."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from ces_logging import CESHandler
+from ces_logging.emulator import Emulator
+
+from .conftest import PROJECT, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_script_that_just_exits_delivers_everything(emu: Emulator) -> None:
+    r = run(f"""
+        import logging, ces_logging
+        ces_logging.configure(endpoint="{emu.url}", project_id="{PROJECT}", event_name="atExit",
+                              flush_interval=60, batch_size=100)
+        for i in range(250):
+            logging.getLogger("s").error("record %d", i)
+    """)
+    assert r.returncode == 0, r.stderr
+    assert emu.count(PROJECT) == 250 and r.stderr == ""
+
+
+def test_exit_with_hung_service_is_bounded_and_says_what_was_lost(emu: Emulator) -> None:
+    emu.add_fault(count=5, delay=20.0, status=503)
+    t = time.monotonic()
+    r = run(f"""
+        import logging, ces_logging
+        ces_logging.configure(endpoint="{emu.url}", project_id="{PROJECT}", grace_period=1.0, timeout=30)
+        logging.getLogger("s").error("lost in a hung service")
+    """)
+    elapsed = time.monotonic() - t
+    emu.clear_faults()
+    assert r.returncode == 0
+    assert "1 event(s) not delivered at exit" in r.stderr
+    assert elapsed < 1.0 + 1.0 + 5.0  # the grace period plus a second, plus interpreter start-up
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_child_delivers_its_own_records(emu: Emulator, isolated_logger: logging.Logger) -> None:
+    h = CESHandler(project_id=PROJECT, endpoint=emu.url, event_name="forked", flush_interval=0.05)
+    isolated_logger.addHandler(h)
+    for i in range(3):
+        isolated_logger.error("parent %d", i)
+    assert h.flush(timeout=10)
+    pid = os.fork()
+    if pid == 0:  # the child: log, flush, leave at once
+        code = 1
+        try:
+            for i in range(5):
+                isolated_logger.error("child %d", i)
+            ok = h.flush(timeout=10)
+            code = 0 if ok and h.stats.sent == 5 and h.stats.received == 5 else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    isolated_logger.error("parent after fork")
+    assert h.flush(timeout=10)
+    contents = sorted(e["detail"]["content"] for e in emu.events(PROJECT, "forked"))
+    assert contents == sorted([f"parent {i}" for i in range(3)] + [f"child {i}" for i in range(5)] + ["parent after fork"])
+    assert h.stats.sent == 4  # the parent's counters are the parent's
+
+
+def test_worker_started_lazily_and_one_per_handler(emu: Emulator, isolated_logger: logging.Logger) -> None:
+    h = CESHandler(project_id=PROJECT, endpoint=emu.url, event_name="lazy", flush_interval=0.05)
+    assert not h._worker.alive
+    isolated_logger.addHandler(h)
+    for _ in range(10):
+        isolated_logger.error("x")
+    assert wait_for(lambda: h._worker.alive or h.stats.sent == 10)
+    assert h.flush(timeout=10)
