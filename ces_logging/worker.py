@@ -10,6 +10,7 @@ or as dropped with a reason. That is what makes ``sent + dropped + queued == rec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -153,6 +154,8 @@ class Worker:
                 n = len(self.pending)
                 self.pending.clear()
                 self.stats.add_dropped("shutdown", n)
+                with contextlib.suppress(Exception):
+                    self.client.reset_connections()  # no idle keep-alive connection left behind
             WORKER_THREADS.discard(me)
 
     def _loop(self) -> None:

@@ -1,6 +1,6 @@
 """A script: one line of set-up, and every warning and error becomes a Cloud Eye event.
 
-    CES_REGION=cn-north-4 CES_PROJECT_ID=... HUAWEICLOUD_SDK_AK=... HUAWEICLOUD_SDK_SK=... python one_line.py
+CES_REGION=cn-north-4 CES_PROJECT_ID=... HUAWEICLOUD_SDK_AK=... HUAWEICLOUD_SDK_SK=... python one_line.py
 """
 
 import logging

@@ -22,10 +22,24 @@ from .conftest import AK, PROJECT, SK, item
 
 CASES = [
     ("POST", "https://ces.cn-north-4.myhuaweicloud.com", "/V1.0/p1/events", [], b'[{"a":1}]', None),
-    ("GET", "https://ces.cn-north-4.myhuaweicloud.com", "/V1.0/p1/event/diskFull", [("event_type", "EVENT.CUSTOM"), ("limit", "10")], b"", None),
-    ("GET", "http://127.0.0.1:8765", "/V1.0/p1/event/disk%20full", [("event_user", "ops team"), ("from", "1")], b"", None),
+    (
+        "GET",
+        "https://ces.cn-north-4.myhuaweicloud.com",
+        "/V1.0/p1/event/diskFull",
+        [("event_type", "EVENT.CUSTOM"), ("limit", "10")],
+        b"",
+        None,
+    ),
+    (
+        "GET",
+        "http://127.0.0.1:8765",
+        "/V1.0/p1/event/disk%20full",
+        [("event_user", "ops team"), ("from", "1")],
+        b"",
+        None,
+    ),
     ("GET", "http://localhost:80", "/V1.0/p1/event/x", [("event_user", "ünïcødé/ü"), ("a", "")], b"", "sec-tok"),
-    ("POST", "https://example.com:8443", "/V1.0/p1/events", [("q", "a+b=c&d~e")], "{\"c\": \"ü\"}".encode(), None),
+    ("POST", "https://example.com:8443", "/V1.0/p1/events", [("q", "a+b=c&d~e")], '{"c": "ü"}'.encode(), None),
     ("DELETE", "https://example.com", "/V1.0/p1/events/", [], b"", "tok"),
 ]
 
@@ -43,8 +57,15 @@ def test_signature_equals_official_signer(
     if sec:
         sdk_headers["X-Security-Token"] = sec
     netloc = base.split("://", 1)[1]
-    req = SdkRequest(method=method, schema=base.split(":")[0], host=netloc, resource_path=path,
-                     query_params=list(query), header_params=sdk_headers, body=body or None)
+    req = SdkRequest(
+        method=method,
+        schema=base.split(":")[0],
+        host=netloc,
+        resource_path=path,
+        query_params=list(query),
+        header_params=sdk_headers,
+        body=body or None,
+    )
     Signer(BasicCredentials(AK, SK)).sign(req)
     assert ours.headers["X-Sdk-Date"] == "20260304T050607Z"
     assert ours.headers["Host"] == netloc
@@ -182,7 +203,14 @@ def test_chain_nothing_found_is_a_config_error() -> None:
 
 
 def test_emulator_iam_route_shape(iam_emu: Emulator) -> None:
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": "alice", "password": "pw-alice-secret", "domain": {"name": "dom"}}}}, "scope": {"project": {"name": "x"}}}}
+    body = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {"user": {"name": "alice", "password": "pw-alice-secret", "domain": {"name": "dom"}}},
+            },
+            "scope": {"project": {"name": "x"}},
+        }
+    }
     r = requests.post(f"{iam_emu.url}/v3/auth/tokens", data=json.dumps(body), timeout=5)
     assert r.status_code == 201 and r.headers["X-Subject-Token"] and r.json()["token"]["expires_at"].endswith("Z")

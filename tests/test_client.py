@@ -41,15 +41,24 @@ def test_report_splits_into_requests_of_100_and_pages_back_250(client: CESClient
 
 def test_typed_events_and_filters(client: CESClient) -> None:
     t = now_ms()
-    ev = CustomEvent("diskFull", "app.disk", t, content="90%", event_level="Major", event_state="incident",
-                     resource_id="vol-1", dimensions=(Dimension("instance_id", "i-1"),))
+    ev = CustomEvent(
+        "diskFull",
+        "app.disk",
+        t,
+        content="90%",
+        event_level="Major",
+        event_state="incident",
+        resource_id="vol-1",
+        dimensions=(Dimension("instance_id", "i-1"),),
+    )
     other = CustomEvent("diskFull", "app.disk", t + 1, content="ok", event_level="Info", event_state="normal")
     client.report_events([ev, other])
     majors = client.event_detail("diskFull", event_level="Major")
     assert majors.total == 1 and majors.event_info[0].content == "90%"
     assert majors.event_info[0].detail["dimensions"] == [{"name": "instance_id", "value": "i-1"}]
-    since = client.event_detail("diskFull", start_time=datetime.fromtimestamp((t + 1) / 1000, timezone.utc),
-                                end_time=t + 5)
+    since = client.event_detail(
+        "diskFull", start_time=datetime.fromtimestamp((t + 1) / 1000, timezone.utc), end_time=t + 5
+    )
     assert [e.content for e in since.event_info] == ["ok"]
     assert client.list_events()[0]["event_count"] == 2
 
@@ -95,8 +104,12 @@ def test_post_body_path_is_reused_connection(client: CESClient, emu: Emulator) -
     ("body", "code", "message"),
     [
         (b'{"error_code": "ces.0014", "error_msg": "bad"}', "ces.0014", "bad"),
-        (b'{"code": 400, "element": "Bad Request", "message": "Invalid", "details": {"details": "x wrong", "code": "ces.0014"}}',
-         "ces.0014", "Invalid: x wrong"),
+        (
+            b'{"code": 400, "element": "Bad Request", "message": "Invalid", '
+            b'"details": {"details": "x wrong", "code": "ces.0014"}}',
+            "ces.0014",
+            "Invalid: x wrong",
+        ),
         (b'{"http_code": "403", "message": {"details": "forbidden", "code": "403"}}', "403", "forbidden"),
         (b"<html>gateway</html>", None, "<html>gateway</html>"),
         (b"", None, None),
@@ -142,4 +155,6 @@ def test_endpoint_resolution() -> None:
     env = {"HUAWEICLOUD_SDK_REGION_CES_EU_WEST_101": "https://ces.eu-west-101.myhuaweicloud.eu/"}
     assert resolve_endpoint(None, "eu-west-101", env=env) == "https://ces.eu-west-101.myhuaweicloud.eu"
     assert resolve_endpoint(None, None, env={"CES_ENDPOINT": "http://localhost:8765"}) == "http://localhost:8765"
-    assert resolve_endpoint(None, "xx-new-1", env={"HUAWEICLOUD_SDK_REGION_CES_XX_NEW_1": "https://a.b"}) == "https://a.b"
+    assert (
+        resolve_endpoint(None, "xx-new-1", env={"HUAWEICLOUD_SDK_REGION_CES_XX_NEW_1": "https://a.b"}) == "https://a.b"
+    )

@@ -228,7 +228,9 @@ def test_edge_values_are_accepted(emu: Emulator, change: dict[str, object]) -> N
 
 
 @pytest.mark.parametrize(("change", "field"), BAD, ids=lambda c: str(c)[:40])
-def test_bad_values_are_refused_with_400_naming_item_and_field(emu: Emulator, change: dict[str, object], field: str) -> None:
+def test_bad_values_are_refused_with_400_naming_item_and_field(
+    emu: Emulator, change: dict[str, object], field: str
+) -> None:
     body = [item(), _with(**change)]
     r = post(emu, body)
     assert r.status_code == 400

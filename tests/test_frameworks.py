@@ -21,8 +21,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_py(code: str, emu: Emulator, timeout: float = 60, **extra_env: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CES_ENDPOINT": emu.url, "CES_PROJECT_ID": PROJECT, "PYTHONPATH": str(ROOT), **extra_env}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_django_view_error_reaches_cloud_eye(emu: Emulator) -> None:
@@ -92,8 +98,14 @@ def test_yaml_dictconfig_example(emu: Emulator) -> None:
 
 
 def test_one_line_example(emu: Emulator) -> None:
-    r = subprocess.run([sys.executable, "examples/one_line.py"], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "CES_ENDPOINT": emu.url, "CES_PROJECT_ID": PROJECT})
+    r = subprocess.run(
+        [sys.executable, "examples/one_line.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CES_ENDPOINT": emu.url, "CES_PROJECT_ID": PROJECT},
+    )
     assert r.returncode == 0, r.stderr
     assert emu.events(PROJECT, "nightly_backup")[0]["detail"]["content"] == "backup of /var/lib/db failed: disk full"
 

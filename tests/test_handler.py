@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
-import threading
 import time
 from typing import Any
 
@@ -51,11 +50,18 @@ def test_level_and_state_mapping(emu: Emulator, log: logging.Logger) -> None:
     for lvl in (logging.DEBUG, logging.INFO, 25, logging.WARNING, 35, logging.ERROR, logging.CRITICAL, 60):
         log.log(lvl, "level %d", lvl)
     assert h.flush(timeout=10)
-    got = {int(e["detail"]["content"].split()[1]): (e["detail"]["event_level"], e["detail"]["event_state"])
-           for e in stored(emu, "mapping")}
+    got = {
+        int(e["detail"]["content"].split()[1]): (e["detail"]["event_level"], e["detail"]["event_state"])
+        for e in stored(emu, "mapping")
+    }
     assert got == {
-        10: ("Info", "normal"), 20: ("Info", "normal"), 25: ("Info", "normal"), 30: ("Minor", "warning"),
-        35: ("Minor", "warning"), 40: ("Major", "incident"), 50: ("Critical", "incident"),
+        10: ("Info", "normal"),
+        20: ("Info", "normal"),
+        25: ("Info", "normal"),
+        30: ("Minor", "warning"),
+        35: ("Minor", "warning"),
+        40: ("Major", "incident"),
+        50: ("Critical", "incident"),
         60: ("Critical", "incident"),
     }
     e = stored(emu, "mapping")[0]
@@ -65,13 +71,15 @@ def test_level_and_state_mapping(emu: Emulator, log: logging.Logger) -> None:
 
 
 def test_level_and_state_maps_override(emu: Emulator, log: logging.Logger) -> None:
-    h = attach(log, make(emu, event_name="custom", level_map={"WARNING": "Major", 25: "Minor"},
-                         state_map={"Major": "warning"}))
+    h = attach(
+        log, make(emu, event_name="custom", level_map={"WARNING": "Major", 25: "Minor"}, state_map={"Major": "warning"})
+    )
     log.warning("w")
     log.log(25, "notice")
     assert h.flush(timeout=10)
-    got = {e["detail"]["content"]: (e["detail"]["event_level"], e["detail"]["event_state"])
-           for e in stored(emu, "custom")}
+    got = {
+        e["detail"]["content"]: (e["detail"]["event_level"], e["detail"]["event_state"]) for e in stored(emu, "custom")
+    }
     assert got == {"w": ("Major", "warning"), "notice": ("Minor", "warning")}
 
 
@@ -99,15 +107,28 @@ def test_event_name_from_logger_name(emu: Emulator) -> None:
 
 def test_per_record_overrides(emu: Emulator, log: logging.Logger) -> None:
     h = attach(log, make(emu, event_name="base", resource_id="r-default", dimensions={"env": "prod"}))
-    log.error("boom", extra={"ces": {"event_name": "paymentFailed", "resource_id": "order-1",
-                                     "resource_name": "shop@eu", "event_user": "ops bot",
-                                     "group_id": "rg15221211517051YWWkEnVd",
-                                     "dimensions": {"region": "eu"}}})
+    log.error(
+        "boom",
+        extra={
+            "ces": {
+                "event_name": "paymentFailed",
+                "resource_id": "order-1",
+                "resource_name": "shop@eu",
+                "event_user": "ops bot",
+                "group_id": "rg15221211517051YWWkEnVd",
+                "dimensions": {"region": "eu"},
+            }
+        },
+    )
     log.error("plain")
     assert h.flush(timeout=10)
     e = stored(emu, "paymentFailed")[0]["detail"]
     assert (e["resource_id"], e["resource_name"], e["event_user"], e["group_id"]) == (
-        "order-1", "shop@eu", "ops bot", "rg15221211517051YWWkEnVd")
+        "order-1",
+        "shop@eu",
+        "ops bot",
+        "rg15221211517051YWWkEnVd",
+    )
     assert e["dimensions"] == [{"name": "env", "value": "prod"}, {"name": "region", "value": "eu"}]
     plain = stored(emu, "base")[0]["detail"]
     assert plain["resource_id"] == "r-default" and plain["dimensions"] == [{"name": "env", "value": "prod"}]
@@ -116,9 +137,18 @@ def test_per_record_overrides(emu: Emulator, log: logging.Logger) -> None:
 
 def test_bad_overrides_are_sanitised_and_counted(emu: Emulator, log: logging.Logger) -> None:
     h = attach(log, make(emu, event_name="sani"))
-    log.error("a", extra={"ces": {"event_name": "bad name!", "resource_id": "has space/and?" * 20,
-                                  "event_user": "x@y.z", "group_id": "nope",
-                                  "dimensions": {f"d{i}": i for i in range(9)} | {"1bad": "v", "e": ""}}})
+    log.error(
+        "a",
+        extra={
+            "ces": {
+                "event_name": "bad name!",
+                "resource_id": "has space/and?" * 20,
+                "event_user": "x@y.z",
+                "group_id": "nope",
+                "dimensions": {f"d{i}": i for i in range(9)} | {"1bad": "v", "e": ""},
+            }
+        },
+    )
     log.error("b", extra={"ces": "not a mapping"})
     assert h.flush(timeout=10)
     s = h.stats
@@ -249,7 +279,8 @@ def test_400_isolates_bad_items(emu: Emulator, log: logging.Logger) -> None:
     s = h.stats
     assert s.sent == 28 and s.dropped_by_reason == {"rejected": 2}
     assert sorted(e["detail"]["content"] for e in stored(emu, "iso")) == sorted(
-        f"fine {i}" for i in range(30) if i not in (3, 17))
+        f"fine {i}" for i in range(30) if i not in (3, 17)
+    )
     emu.clear_faults()
 
 
@@ -386,11 +417,24 @@ def test_dictconfig_class_and_factory_with_strings(emu: Emulator) -> None:
     cfg = {
         "version": 1,
         "handlers": {
-            "ces": {"class": "ces_logging.CESHandler", "level": "WARNING", "project_id": PROJECT,
-                    "endpoint": emu.url, "event_name": "viaClass", "flush_interval": 0.05},
-            "ces2": {"()": "ces_logging.handler_factory", "project_id": PROJECT, "endpoint": emu.url,
-                     "event_name": "viaFactory", "batch_size": "50", "flush_interval": "0.05",
-                     "json_content": "false", "dimensions": "env=prod,team=shop"},
+            "ces": {
+                "class": "ces_logging.CESHandler",
+                "level": "WARNING",
+                "project_id": PROJECT,
+                "endpoint": emu.url,
+                "event_name": "viaClass",
+                "flush_interval": 0.05,
+            },
+            "ces2": {
+                "()": "ces_logging.handler_factory",
+                "project_id": PROJECT,
+                "endpoint": emu.url,
+                "event_name": "viaFactory",
+                "batch_size": "50",
+                "flush_interval": "0.05",
+                "json_content": "false",
+                "dimensions": "env=prod,team=shop",
+            },
         },
         "loggers": {"dc": {"handlers": ["ces", "ces2"], "level": "INFO", "propagate": False}},
     }
@@ -402,8 +446,10 @@ def test_dictconfig_class_and_factory_with_strings(emu: Emulator) -> None:
         assert all(isinstance(h, CESHandler) and h.flush(timeout=10) for h in hs)
         assert [e["detail"]["content"] for e in stored(emu, "viaClass")] == ["configured"]
         f = stored(emu, "viaFactory")
-        assert len(f) == 2 and f[0]["detail"]["dimensions"] == [{"name": "env", "value": "prod"},
-                                                                 {"name": "team", "value": "shop"}]
+        assert len(f) == 2 and f[0]["detail"]["dimensions"] == [
+            {"name": "env", "value": "prod"},
+            {"name": "team", "value": "shop"},
+        ]
         assert hs[0].name == "ces"  # logging.Handler.name stays the handler's own name
     finally:
         logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
@@ -417,23 +463,34 @@ def test_factory_errors_name_the_key(emu: Emulator) -> None:
 
 
 def test_reconfiguring_20_times_leaves_one_worker(emu: Emulator) -> None:
-    def workers() -> list[threading.Thread]:
-        return [t for t in threading.enumerate() if t.name == "ces-logging-worker" and t.is_alive()]
-
-    before = len(workers())
+    handlers: list[CESHandler] = []
     for i in range(20):
-        logging.config.dictConfig({
-            "version": 1,
-            "handlers": {"ces": {"class": "ces_logging.CESHandler", "project_id": PROJECT, "endpoint": emu.url,
-                                 "event_name": "reconf", "flush_interval": 0.05, "grace_period": 1}},
-            "loggers": {"rc": {"handlers": ["ces"], "level": "INFO", "propagate": False}},
-        })
+        logging.config.dictConfig(
+            {
+                "version": 1,
+                "handlers": {
+                    "ces": {
+                        "class": "ces_logging.CESHandler",
+                        "project_id": PROJECT,
+                        "endpoint": emu.url,
+                        "event_name": "reconf",
+                        "flush_interval": 0.05,
+                        "grace_period": 1,
+                    }
+                },
+                "loggers": {"rc": {"handlers": ["ces"], "level": "INFO", "propagate": False}},
+            }
+        )
+        handlers.append(logging.getLogger("rc").handlers[0])  # type: ignore[arg-type]
         logging.getLogger("rc").error("round %d", i)
-    assert wait_for(lambda: len(workers()) == before + 1, timeout=10)
-    logging.getLogger("rc").handlers[0].flush(timeout=10)
-    assert wait_for(lambda: emu.count(PROJECT) == 20, timeout=10)  # the replaced handlers drained first
+    assert len(set(map(id, handlers))) == 20
+    # The 19 replaced handlers were closed under logging's lock: their workers drain and end by themselves.
+    assert wait_for(lambda: not any(h._worker.alive for h in handlers[:-1]), timeout=10)
+    assert handlers[-1]._worker.alive
+    assert handlers[-1].flush(timeout=10)
+    assert emu.count(PROJECT) == 20, sorted((e["time"], e["detail"]["content"]) for e in stored(emu, "reconf"))
     logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
-    assert wait_for(lambda: len(workers()) == before, timeout=10)
+    assert wait_for(lambda: not handlers[-1]._worker.alive, timeout=10)
 
 
 def test_configure_one_liner_reads_env(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,8 +21,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def test_script_that_just_exits_delivers_everything(emu: Emulator) -> None:
@@ -74,7 +80,9 @@ def test_fork_child_delivers_its_own_records(emu: Emulator, isolated_logger: log
     isolated_logger.error("parent after fork")
     assert h.flush(timeout=10)
     contents = sorted(e["detail"]["content"] for e in emu.events(PROJECT, "forked"))
-    assert contents == sorted([f"parent {i}" for i in range(3)] + [f"child {i}" for i in range(5)] + ["parent after fork"])
+    assert contents == sorted(
+        [f"parent {i}" for i in range(3)] + [f"child {i}" for i in range(5)] + ["parent after fork"]
+    )
     assert h.stats.sent == 4  # the parent's counters are the parent's
 
 

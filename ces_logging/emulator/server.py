@@ -130,6 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         body = b"" if payload is None else json.dumps(payload, ensure_ascii=False).encode()
+        self.state.count(f"status_{status}")  # before the answer: a client that has it sees it counted
         self.send_response(status)
         self.send_header("Content-Type", "application/json;charset=UTF-8")
         self.send_header("Content-Length", str(len(body)))
@@ -138,7 +139,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(body)
-        self.state.count(f"status_{status}")
 
     def _error(self, status: int, code: str, msg: str, headers: dict[str, str] | None = None) -> None:
         self._send(status, {"error_code": code, "error_msg": msg}, headers)
@@ -443,6 +443,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 makes a burst of new connections wait for SYN retries (1 s, 3 s).
+    request_queue_size = 128
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
