@@ -1,0 +1,432 @@
+"""``ces-logging``: try Cloud Eye events from a terminal, check a set-up, look at events.
+
+Exit codes: 0 fine, 1 the service or the set-up said no, 2 usage. Expected failures are one line on stderr,
+never a traceback; no secret is ever printed (only where credentials came from).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, NoReturn, TextIO
+
+from . import __version__
+from .client import CESClient
+from .config import REGIONS
+from .errors import CESAuthError, CESError, CESTransportError, ConfigError
+from .events import LEVELS, STATES, SUB_EVENT_TYPES, EventRecord, now_ms
+
+EXAMPLES = {
+    "emulator": "ces-logging emulator --port 8765 --db ces.db",
+    "send": 'ces-logging send --name diskFull --level Major --content "disk /data 95%% full" --dimension host=web1',
+    "events": "ces-logging events diskFull --since 1h --level Major",
+    "tail": "ces-logging tail diskFull --interval 5",
+    "doctor": "ces-logging doctor",
+}
+_COLOURS = {"Critical": "\033[1;31m", "Major": "\033[31m", "Minor": "\033[33m", "Info": "\033[32m"}
+SKEW_WARN_S = 5 * 60
+
+
+class UsageError(Exception):
+    pass
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    sys.stderr.write(f"ces-logging: {message}\n")
+    raise SystemExit(code)
+
+
+def parse_time(value: str, now: datetime | None = None) -> int:
+    """``1h``, ``30m``, ``2d``, ``45s`` ago, an ISO time (local when it has no zone) or ms since the epoch."""
+    now = now or datetime.now(timezone.utc)
+    v = value.strip()
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    if len(v) > 1 and v[-1] in units and v[:-1].replace(".", "", 1).isdigit():
+        return int((now - timedelta(**{units[v[-1]]: float(v[:-1])})).timestamp() * 1000)
+    if v.isdigit():
+        return int(v)
+    try:
+        dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"cannot read time {value!r}: use 1h, 30m, 2d, an ISO time or ms since epoch") from None
+    if dt.tzinfo is None:
+        dt = dt.astimezone()  # local time, as a person means it
+    return int(dt.timestamp() * 1000)
+
+
+def _client(args: argparse.Namespace) -> CESClient:
+    return CESClient(args.project_id, region=args.region, endpoint=args.endpoint, timeout=args.timeout)
+
+
+# --- emulator ------------------------------------------------------------------------------------------------
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from .emulator import Emulator
+
+    emu = Emulator(
+        args.host,
+        args.port,
+        args.db,
+        ak=args.ak,
+        sk=args.sk,
+        security_token=args.security_token,
+        token=args.token,
+        metadata=args.metadata,
+        verbose=args.verbose,
+    )
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    auth = "AK/SK signatures" if args.ak else "X-Auth-Token" if args.token else None
+    print(f"CES emulator serving {emu.url}  (db: {args.db})", flush=True)
+    if auth:
+        print(f"authentication: {auth} required", flush=True)
+    else:
+        print("authentication: none (open, for local development)", flush=True)
+    print(f"try: CES_ENDPOINT={emu.url} CES_PROJECT_ID=demo ces-logging send --name hello --content hi", flush=True)
+    try:
+        emu.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emu.stop()
+        print("emulator stopped", flush=True)
+    return 0
+
+
+# --- send ------------------------------------------------------------------------------------------------------
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    dims = []
+    for d in args.dimension or []:
+        name, sep, value = d.partition("=")
+        if not sep:
+            raise UsageError(f"--dimension {d!r}: use name=value")
+        dims.append({"name": name, "value": value})
+    state = args.state or {"Critical": "incident", "Major": "incident", "Minor": "warning"}.get(args.level, "normal")
+    detail: dict[str, Any] = {
+        "content": args.content,
+        "event_level": args.level,
+        "event_state": state,
+        "event_type": "EVENT.CUSTOM",
+        "sub_event_type": "SUB_EVENT.CUSTOM",
+    }
+    for key in ("resource_id", "resource_name", "event_user", "group_id"):
+        if getattr(args, key):
+            detail[key] = getattr(args, key)
+    if dims:
+        detail["dimensions"] = dims
+    event = {"event_name": args.name, "event_source": args.source, "time": now_ms(), "detail": detail}
+    with _client(args) as c:
+        out = c.report_events([event])
+    print(out[0].event_id)
+    return 0
+
+
+# --- events and tail ---------------------------------------------------------------------------------------------
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    f: dict[str, Any] = {
+        "event_type": args.type,
+        "sub_event_type": args.sub_type,
+        "event_level": args.level,
+        "event_state": args.state,
+        "event_source": args.source,
+        "event_user": args.user,
+    }
+    return {k: v for k, v in f.items() if v is not None}
+
+
+class Table:
+    """Rows of events for a person: local time, level (coloured on a terminal), state, source, resource,
+    content cut to the terminal's width."""
+
+    def __init__(self, out: TextIO, colour: bool, width: int) -> None:
+        self.out = out
+        self.colour = colour
+        self.width = width
+        self.header_done = False
+
+    def row(self, e: EventRecord) -> None:
+        if not self.header_done:
+            self.out.write(f"{'time':<23}  {'level':<8} {'state':<8} {'source':<18} {'resource':<20} content\n")
+            self.header_done = True
+        t = datetime.fromtimestamp(e.time / 1000).isoformat(sep=" ", timespec="milliseconds")
+        level = f"{e.level:<8}"
+        if self.colour and e.level in _COLOURS:
+            level = f"{_COLOURS[e.level]}{level}\033[0m"
+        resource = str(e.detail.get("resource_name") or e.detail.get("resource_id") or "")[:20]
+        head = f"{t:<23}  {level} {e.state:<8} {e.event_source[:18]:<18} {resource:<20} "
+        content = " ".join(e.content.split())  # one line a row
+        room = max(20, self.width - (len(head) - (len(level) - 8)))
+        if self.width and len(content) > room:  # cut to the terminal's width; piped output keeps it all
+            content = content[: room - 1] + "…"
+        self.out.write(head + content + "\n")
+        self.out.flush()
+
+
+def _emit(args: argparse.Namespace, table: Table) -> Callable[[EventRecord], None]:
+    def emit(e: EventRecord) -> None:
+        if args.json:
+            d = {"event_id": e.event_id, "event_name": e.event_name, "event_source": e.event_source,
+                 "time": e.time, "detail": e.detail}  # fmt: skip
+            sys.stdout.write(json.dumps(d, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        else:
+            table.row(e)
+
+    return emit
+
+
+def _table() -> Table:
+    tty = sys.stdout.isatty()
+    return Table(sys.stdout, tty and not os.environ.get("NO_COLOR"), shutil.get_terminal_size().columns if tty else 0)
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    start = parse_time(args.since) if args.since else None
+    end = parse_time(args.until) if args.until else None
+    emit = _emit(args, _table())
+    shown = offset = pages = 0
+    with _client(args) as c:
+        while args.limit is None or shown < args.limit:
+            want = 100 if args.limit is None else min(100, args.limit - shown)
+            page = c.event_detail(args.name, start_time=start, end_time=end, start=offset, limit=want, **_filters(args))
+            pages += 1
+            for e in page.event_info:
+                emit(e)
+            shown += len(page.event_info)
+            offset += len(page.event_info)
+            goal = page.total if args.limit is None else min(args.limit, page.total)
+            done = not page.event_info or shown >= goal
+            if pages > 1 or not done:  # more than one page: say how far along it is
+                sys.stderr.write(f"\r{shown}/{goal} events" + ("\n" if done else ""))
+                sys.stderr.flush()
+            if done:
+                break
+    if shown == 0 and not args.json:
+        sys.stderr.write(f"no {args.name} events match\n")
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    emit = _emit(args, _table())
+    since = parse_time(args.since) if args.since else now_ms()
+    at_since: set[str] = set()  # ids already shown whose time is ``since`` (``from`` is inclusive)
+    count = 0
+    with _client(args) as c:
+        try:
+            while True:
+                new = [e for e in c.iter_event_detail(args.name, start_time=since, **_filters(args))
+                       if not (e.time == since and e.event_id in at_since)]  # fmt: skip
+                for e in sorted(new, key=lambda e: (e.time, e.event_id)):
+                    emit(e)
+                    if e.time > since:
+                        since, at_since = e.time, set()
+                    at_since.add(e.event_id)
+                    count += 1
+                    if args.count and count >= args.count:
+                        return 0
+                time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return 0
+
+
+# --- doctor -------------------------------------------------------------------------------------------------------
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    problems: list[str] = []
+
+    def line(ok: bool | None, what: str, detail: str = "") -> None:
+        mark = {True: "ok  ", False: "FAIL", None: "warn"}[ok]
+        print(f"[{mark}] {what}" + (f": {detail}" if detail else ""))
+
+    try:
+        c = _client(args)
+    except ConfigError as e:
+        line(False, "configuration", str(e))
+        return 1
+    line(True, "endpoint", c.endpoint)
+    line(True, "project id", c.project_id)
+    line(True, "credentials", c.auth_source)
+    t0 = time.time()
+    try:
+        resp = c.request("GET", f"{c._base}/event/cesLoggingDoctor?event_type=EVENT.CUSTOM&limit=1")
+        reached, status, headers = True, resp.status_code, resp.headers
+    except CESTransportError as e:
+        reached, status, headers = False, None, None
+        line(False, "reachability", f"{e}")
+        problems.append("check the endpoint and that this machine can reach it (proxy, firewall, DNS)")
+    except CESError as e:
+        reached, status, headers = True, e.status, None
+        if isinstance(e, CESAuthError):
+            line(False, "authentication", str(e))
+            problems.append(
+                "the credentials were refused: check the AK/SK pair (or token) and that the clock is right; "
+                "an AK is locked for 5 minutes after 5 failures in a row"
+            )
+        else:
+            line(False, "query", str(e))
+            problems.append("the service refused a harmless query: check the project id and the endpoint")
+    rtt = (time.time() - t0) * 1000
+    if reached and status is not None and status < 400:
+        line(True, "reachability", f"HTTP {status} in {rtt:.0f} ms")
+        line(True, "authentication", "accepted" if c.auth is not None else "none sent (open endpoint)")
+    skew = _skew(c, headers)
+    if skew is not None:
+        ok = abs(skew) <= SKEW_WARN_S
+        line(ok if ok else None, "clock", f"{skew:+.0f} s against the server's Date header")
+        if not ok:
+            problems.append(
+                f"this machine's clock is {abs(skew) / 60:.0f} min off the server's: fix it (NTP); "
+                "signatures fail at 15 min"
+            )
+    line(True, "handler defaults", _handler_defaults())
+    if problems:
+        print()
+        for p in problems:
+            print(f"fix: {p}")
+        return 1
+    return 0
+
+
+def _handler_defaults() -> str:
+    import inspect
+
+    from .handler import CESHandler
+
+    d = {k: p.default for k, p in inspect.signature(CESHandler.__init__).parameters.items()}
+    source = os.environ.get("CES_EVENT_SOURCE") or "app.log"
+    return (
+        f"batch {d['batch_size']}, every {d['flush_interval']:g} s, queue {d['queue_size']}, "
+        f"grace {d['grace_period']:g} s, timeout {d['timeout']:g} s, event source {source}"
+    )
+
+
+def _skew(c: CESClient, headers: Any) -> float | None:
+    """Seconds this machine is ahead (+) of the server, from a Date header (fetched again if needed)."""
+    if headers is None:
+        try:
+            r = c._send_once("GET", c.endpoint + "/", None, 5.0)
+            headers = r.headers
+        except CESError:
+            return None
+    date = headers.get("Date") if headers is not None else None
+    if not date:
+        return None
+    try:
+        server = parsedate_to_datetime(date).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return time.time() - server
+
+
+# --- parser ----------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ces-logging",
+        description="Huawei Cloud Eye custom events from the terminal.",
+        epilog="Settings not given here come from CES_ENDPOINT, CES_REGION, CES_PROJECT_ID and the credential "
+        "chain (HUAWEICLOUD_SDK_AK/_SK, CES_AUTH_TOKEN, ~/.huaweicloud/credentials, ECS metadata).",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--endpoint", help="service URL (default: CES_ENDPOINT, or the region's)")
+    common.add_argument("--region", help=f"region, e.g. cn-north-4 (default: CES_REGION); one of {len(REGIONS)}")
+    common.add_argument("--project-id", help="project id (default: CES_PROJECT_ID / HUAWEICLOUD_SDK_PROJECT_ID)")
+    common.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str, parents: Sequence[argparse.ArgumentParser] = (common,)) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=help_, description=help_, parents=list(parents), epilog=f"example: {EXAMPLES[name]}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+
+    e = add("emulator", "run a local Cloud Eye event service", parents=())
+    e.add_argument("--host", default="127.0.0.1")
+    e.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    e.add_argument("--db", default=":memory:", help="SQLite file (default: in memory)")
+    e.add_argument("--ak", help="require AK/SK signatures with this access key ...")
+    e.add_argument("--sk", help="... and this secret key")
+    e.add_argument("--security-token", help="make --ak a temporary key that needs this token")
+    e.add_argument("--token", help="accept X-Auth-Token with this value")
+    e.add_argument("--metadata", action="store_true", help="also serve a stand-in ECS metadata service")
+    e.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    e.set_defaults(func=cmd_emulator)
+
+    s = add("send", "report one custom event and print its event_id")
+    s.add_argument("--name", required=True, help="event name (a letter, then letters, digits, _)")
+    s.add_argument("--level", choices=LEVELS, default="Info")
+    s.add_argument("--state", choices=STATES, help="default: from the level")
+    s.add_argument("--content", default="", help="what happened (up to 4096 characters)")
+    s.add_argument("--source", default="app.cli", help="service.item (default app.cli)")
+    s.add_argument("--resource-id")
+    s.add_argument("--resource-name")
+    s.add_argument("--user", dest="event_user")
+    s.add_argument("--group-id")
+    s.add_argument("--dimension", action="append", metavar="NAME=VALUE", help="up to 4")
+    s.set_defaults(func=cmd_send)
+
+    for name, help_ in (("events", "list an event name's occurrences, newest first"),
+                        ("tail", "follow an event name's new occurrences until Ctrl-C")):  # fmt: skip
+        q = add(name, help_)
+        q.add_argument("name", help="event name")
+        q.add_argument("--type", default="EVENT.CUSTOM", choices=("EVENT.CUSTOM", "EVENT.SYS"))
+        q.add_argument("--sub-type", choices=SUB_EVENT_TYPES)
+        q.add_argument("--level", choices=LEVELS)
+        q.add_argument("--state", choices=STATES)
+        q.add_argument("--source")
+        q.add_argument("--user")
+        q.add_argument("--since", help="1h, 30m, 2d, an ISO time or ms")
+        q.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+        if name == "events":
+            q.add_argument("--until", help="as --since")
+            q.add_argument("--limit", type=int, help="at most this many (default: all)")
+            q.set_defaults(func=cmd_events)
+        else:
+            q.add_argument("--interval", type=float, default=5.0, help="seconds between polls (default 5)")
+            q.add_argument("--count", type=int, help="stop after this many events")
+            q.set_defaults(func=cmd_tail)
+
+    d = add("doctor", "check endpoint, credentials, reachability and clock")
+    d.set_defaults(func=cmd_doctor)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except UsageError as e:
+        _fail(str(e), 2)
+    except ConfigError as e:
+        _fail(str(e), 2)
+    except CESError as e:
+        _fail(str(e), 1)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

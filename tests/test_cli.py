@@ -1,0 +1,176 @@
+"""The ces-logging command, driven as a subprocess against the emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from freezegun import freeze_time
+
+from ces_logging import CESClient
+from ces_logging.cli import build_parser, parse_time
+from ces_logging.emulator import Emulator
+
+from .conftest import AK, PROJECT, SK, item, now_ms
+
+
+def cli(*args: str, emu: Emulator | None = None, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("CES_", "HUAWEICLOUD_SDK_"))}
+    e["HUAWEICLOUD_SDK_CREDENTIALS_FILE"] = "/nonexistent"
+    if emu is not None:
+        e.update({"CES_ENDPOINT": emu.url, "CES_PROJECT_ID": PROJECT})
+    e.update(env)
+    return subprocess.run([sys.executable, "-m", "ces_logging", *args], env=e, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def test_send_then_events_shows_it(emu: Emulator) -> None:
+    r = cli("send", "--name", "diskFull", "--level", "Major", "--content", "disk /data 95% full",
+            "--resource-id", "vol-1", "--dimension", "host=web1", emu=emu)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    event_id = r.stdout.strip()
+    assert re.fullmatch(r"ev\d{13}[A-Za-z0-9]{9}", event_id)
+    table = cli("events", "diskFull", emu=emu)
+    assert table.returncode == 0
+    header, row = table.stdout.splitlines()
+    assert header.split()[:4] == ["time", "level", "state", "source"]
+    assert "Major" in row and "incident" in row and "vol-1" in row and row.endswith("disk /data 95% full")
+    js = cli("events", "diskFull", "--json", emu=emu)
+    doc = json.loads(js.stdout)
+    assert doc["event_id"] == event_id and doc["detail"]["dimensions"] == [{"name": "host", "value": "web1"}]
+
+
+def test_events_filters_and_pages_with_progress(emu: Emulator) -> None:
+    c = CESClient(PROJECT, endpoint=emu.url)
+    t0 = now_ms() - 30_000
+    c.report_events([item(name="many", t=t0 + i, event_level="Minor" if i % 10 else "Major") for i in range(230)])
+    r = cli("events", "many", "--json", emu=emu)
+    assert len(r.stdout.splitlines()) == 230
+    assert "230/230 events" in r.stderr  # progress on stderr for more than one page
+    assert len(cli("events", "many", "--level", "Major", "--json", emu=emu).stdout.splitlines()) == 23
+    limited = cli("events", "many", "--limit", "5", "--json", emu=emu).stdout.splitlines()
+    assert [json.loads(x)["time"] for x in limited] == [t0 + 229 - i for i in range(5)]
+    window = cli("events", "many", "--since", str(t0 + 220), "--until", str(t0 + 224), "--json", emu=emu)
+    assert len(window.stdout.splitlines()) == 5
+    none = cli("events", "nothing", emu=emu)
+    assert none.returncode == 0 and "no nothing events match" in none.stderr
+
+
+def test_tail_picks_up_new_events(emu: Emulator) -> None:
+    env = {**os.environ, "CES_ENDPOINT": emu.url, "CES_PROJECT_ID": PROJECT}
+    p = subprocess.Popen([sys.executable, "-m", "ces_logging", "tail", "live", "--interval", "0.2", "--count", "2",
+                          "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        c = CESClient(PROJECT, endpoint=emu.url)
+        c.report_events([item(name="live", t=now_ms() - 600_000, content="old, before tail started")])
+        time.sleep(1.0)
+        c.report_events([item(name="live", content="first new")])
+        time.sleep(0.5)
+        c.report_events([item(name="live", content="second new")])
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err
+    assert [json.loads(x)["detail"]["content"] for x in out.splitlines()] == ["first new", "second new"]
+
+
+def test_tail_stops_on_ctrl_c(emu: Emulator) -> None:
+    env = {**os.environ, "CES_ENDPOINT": emu.url, "CES_PROJECT_ID": PROJECT}
+    p = subprocess.Popen([sys.executable, "-m", "ces_logging", "tail", "x", "--interval", "0.2"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(1.5)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 0 and "Traceback" not in err
+
+
+@pytest.fixture
+def signed_emu() -> Iterator[Emulator]:
+    with Emulator(ak=AK, sk=SK) as e:
+        yield e
+
+
+def test_doctor_healthy(signed_emu: Emulator) -> None:
+    r = cli("doctor", emu=signed_emu, HUAWEICLOUD_SDK_AK=AK, HUAWEICLOUD_SDK_SK=SK)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "[ok  ] credentials: environment (HUAWEICLOUD_SDK_AK/SK)" in r.stdout
+    assert "[ok  ] authentication: accepted" in r.stdout and "[ok  ] clock" in r.stdout
+    assert SK not in r.stdout + r.stderr
+
+
+def test_doctor_wrong_sk(signed_emu: Emulator) -> None:
+    r = cli("doctor", emu=signed_emu, HUAWEICLOUD_SDK_AK=AK, HUAWEICLOUD_SDK_SK="wrong-secret-xyz")
+    assert r.returncode == 1
+    assert "[FAIL] authentication" in r.stdout and "fix: the credentials were refused" in r.stdout
+    assert "wrong-secret-xyz" not in r.stdout + r.stderr
+
+
+def test_doctor_dead_port() -> None:
+    r = cli("doctor", CES_ENDPOINT="http://127.0.0.1:9", CES_PROJECT_ID=PROJECT, timeout=60)
+    assert r.returncode == 1 and "[FAIL] reachability" in r.stdout and "fix: check the endpoint" in r.stdout
+
+
+def test_doctor_skewed_clock() -> None:
+    skewed = datetime.now(timezone.utc) + timedelta(minutes=20)  # the server's clock runs 20 min ahead
+    with freeze_time(skewed, tick=True), Emulator(ak=AK, sk=SK) as emu:
+        r = cli("doctor", emu=emu, HUAWEICLOUD_SDK_AK=AK, HUAWEICLOUD_SDK_SK=SK)
+    assert r.returncode == 1
+    assert "[warn] clock: -1200 s" in r.stdout or "[warn] clock: -1199 s" in r.stdout
+    assert "min off the server's" in r.stdout and "[FAIL] authentication" in r.stdout
+
+
+def test_doctor_config_error() -> None:
+    r = cli("doctor", CES_ENDPOINT="ftp://nowhere", CES_PROJECT_ID=PROJECT)
+    assert r.returncode == 1 and "[FAIL] configuration" in r.stdout
+
+
+def test_usage_and_config_errors_are_one_line_exit_2() -> None:
+    r = cli("events", "x", "--since", "yesterday", CES_ENDPOINT="http://127.0.0.1:9", CES_PROJECT_ID=PROJECT)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "cannot read time" in r.stderr
+    r = cli("send", "--name", "x", CES_ENDPOINT="http://127.0.0.1:9")
+    assert r.returncode == 2 and "CES_PROJECT_ID" in r.stderr and "Traceback" not in r.stderr
+    assert cli("nosuchcommand").returncode == 2
+
+
+def test_service_error_is_exit_1(emu: Emulator) -> None:
+    r = cli("send", "--name", "bad name", emu=emu)
+    assert r.returncode == 1 and r.stderr.startswith("ces-logging: HTTP 400 ces.0014")
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():  # type: ignore[union-attr]
+        assert "example: ces-logging " + name in p.format_help()
+
+
+def test_emulator_command_serves_and_stops_on_sigterm(tmp_path: object) -> None:
+    p = subprocess.Popen([sys.executable, "-m", "ces_logging", "emulator", "--port", "0", "--db",
+                          f"{tmp_path}/e.db"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        first = p.stdout.readline()  # type: ignore[union-attr]
+        url = re.search(r"http://127\.0\.0\.1:\d+", first).group(0)  # type: ignore[union-attr]
+        assert "open, for local development" in p.stdout.readline()  # type: ignore[union-attr]
+        CESClient(PROJECT, endpoint=url).report_events([item()])
+        p.send_signal(signal.SIGTERM)
+        out, _ = p.communicate(timeout=20)
+    finally:
+        p.kill()
+    assert p.returncode == 0 and "emulator stopped" in out
+    with Emulator(db=f"{tmp_path}/e.db") as again:
+        assert again.count(PROJECT) == 1
+
+
+def test_parse_time() -> None:
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+    assert parse_time("1h", now) == int((now - timedelta(hours=1)).timestamp() * 1000)
+    assert parse_time("1767225600000") == 1767225600000
+    assert parse_time("2026-01-01T00:00:00Z") == 1767225600000
