@@ -50,7 +50,7 @@ from .events import (
     fit_content,
     safe_text,
 )
-from .worker import WORKER_THREADS, Worker
+from .worker import WORKER_THREADS, Drop, Worker
 
 DEFAULT_LEVEL_MAP: Final[Mapping[int, str]] = {
     logging.CRITICAL: "Critical",
@@ -73,6 +73,7 @@ _RECORD_OVERRIDES: Final = (
     "group_id",
 )
 _TIME_KEYS_MAX: Final = 50_000  # distinct event keys remembered for time assignment
+MAX_TIME_DRIFT_MS: Final = 300_000  # well inside the future side of the window (10 min - margins)
 
 
 @dataclass(frozen=True)
@@ -140,9 +141,15 @@ class TimeAssigner:
         self._last: dict[tuple[str, ...], int] = {}
 
     def assign(self, key: tuple[str, ...], created_ms: int) -> int:
+        """The time for a record; raises ``Drop("key_rate")`` when the key's times have run more than
+        ``MAX_TIME_DRIFT_MS`` ahead of the records' own (over 1,000 records a second with the same key
+        fields, for minutes: the service cannot tell them apart, and times further ahead would leave its
+        window)."""
         with self._lock:
             last = self._last.get(key)
             t = created_ms if last is None or created_ms > last else last + 1
+            if t - created_ms > MAX_TIME_DRIFT_MS:
+                raise Drop("key_rate")
             if len(self._last) >= _TIME_KEYS_MAX:
                 # Forget keys last used over an hour ago: the service refuses such times anyway.
                 horizon = t - 3_600_000
@@ -192,16 +199,19 @@ class EventBuilder:
         self.json_content = json_content
         self.sanitised = 0
         self._names: dict[str, str] = {}
+        self._levels: dict[int, str] = {}
         self._default_formatter = logging.Formatter("%(message)s")
         self._json_formatter: logging.Formatter | None = None
 
     # --- fields ----------------------------------------------------------------------------------------------
 
     def level_for(self, levelno: int) -> str:
-        for threshold, level in self.thresholds:
-            if levelno >= threshold:
-                return level
-        return "Info"
+        level = self._levels.get(levelno)
+        if level is None:
+            level = next((lv for threshold, lv in self.thresholds if levelno >= threshold), "Info")
+            if len(self._levels) < 1000:
+                self._levels[levelno] = level
+        return level
 
     def _name_for(self, logger_name: str) -> str:
         name = self._names.get(logger_name)
@@ -230,7 +240,13 @@ class EventBuilder:
                 f"[ces_logging: could not format the log message] msg={safe_text(record.msg)} "
                 f"args={safe_text(record.args)}"
             )
-        r = copy.copy(record)
+        if (
+            self.handler.formatter is None
+            and not self.json_content
+            and not (record.exc_info or record.exc_text or record.stack_info)
+        ):
+            return fit_content(safe_text(message))  # what "%(message)s" gives, without copying the record
+        r = copy.copy(record)  # the formatter must see the message taken at emit time, not the args now
         r.msg, r.args = message, None
         if self.json_content:
             return self._json(r)
@@ -277,10 +293,11 @@ class EventBuilder:
         if over is not None and not isinstance(over, Mapping):
             self.sanitised += 1
             over = None
-        values = dict(self.defaults)
+        values = self.defaults
         name = self.event_name or self._name_for(record.name)
         dims = self.dimensions
         if over:
+            values = dict(values)
             if "event_name" in over:
                 name = self._clean(EVENT_NAME, over["event_name"]) or name
             for key, rule in (

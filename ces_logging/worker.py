@@ -38,6 +38,14 @@ Event = dict[str, Any]
 Builder = Callable[[Any], Event]
 
 
+class Drop(Exception):
+    """Raised by a builder for an item that must not be sent; ``reason`` goes into the drop counters."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def backoff_delay(attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
     """Seconds before retry number ``attempt`` (1-based): 1, 2, 4 ... capped at 30, with +-20% jitter;
     ``Retry-After`` from the service wins when it says longer."""
@@ -188,8 +196,10 @@ class Worker:
     def _build_safely(self, item: Any) -> Event:
         try:
             return self.build(item)
-        except Exception as e:  # the builder never raises by design; if it does, say so in an event
-            return {"_build_error": f"{type(e).__name__}: {e}", "_item": item}
+        except Drop as d:
+            return {"_drop": d.reason}
+        except Exception as e:  # a bug: the builder is meant never to raise
+            return {"_drop": "error", "_why": f"{type(e).__name__}: {e}"}
 
     # --- delivery --------------------------------------------------------------------------------------------
 
@@ -202,11 +212,15 @@ class Worker:
         self.stats.add_dropped(reason, n)
 
     def _deliver(self, batch: list[Event]) -> None:
-        broken = [e for e in batch if "_build_error" in e]
-        if broken:
-            _log.error("ces_logging could not build %d event(s): %s", len(broken), broken[0]["_build_error"])
-            self._account_dropped("error", len(broken))
-            batch = [e for e in batch if "_build_error" not in e]
+        unsendable = [e for e in batch if "_drop" in e]
+        if unsendable:
+            reasons = Counter(e["_drop"] for e in unsendable)
+            for reason, n in reasons.items():
+                self._account_dropped(reason, n)
+            if "error" in reasons:
+                why = next(e["_why"] for e in unsendable if e["_drop"] == "error")
+                _log.error("ces_logging could not build %d event(s): %s", reasons["error"], why)
+            batch = [e for e in batch if "_drop" not in e]
         if batch:
             self._send_with_retries(batch)
 

@@ -511,3 +511,17 @@ def test_configure_one_liner_reads_env(emu: Emulator, monkeypatch: pytest.Monkey
         for h in list(logging.getLogger(name).handlers):
             logging.getLogger(name).removeHandler(h)
             h.close()
+
+
+def test_time_drift_is_bounded_and_counted(emu: Emulator, log: logging.Logger, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ces_logging.handler as handler_module
+
+    monkeypatch.setattr(handler_module, "MAX_TIME_DRIFT_MS", 20)  # 20 ms of drift instead of 5 min
+    h = attach(log, make(emu, event_name="drift"))
+    with freeze_time("2026-11-24 10:00:00"):
+        for _ in range(30):
+            log.error("same key, same millisecond")
+        assert h.flush(timeout=10)
+    s = h.stats
+    assert s.sent == 21 and s.dropped_by_reason == {"key_rate": 9}  # times t .. t+20, then no more room
+    check_accounting(h)
