@@ -247,9 +247,10 @@ def _rss_kib(field: str) -> int:
 
 
 def child_memory(records: int) -> dict[str, Any]:
-    from ces_logging import CESHandler
-
-    from ces_logging import emulator  # noqa: F401 - imported before the baseline, like the rest
+    from ces_logging import (
+        CESHandler,
+        emulator,  # noqa: F401 - imported before the baseline, like the rest
+    )
 
     before = _rss_kib("VmRSS")
     h = CESHandler(project_id=PROJECT, endpoint=f"http://127.0.0.1:{free_port()}", timeout=1, grace_period=0)
@@ -298,8 +299,11 @@ def child_profile(url: str, records: int) -> dict[str, Any]:
         "HTTP (prepare + send + read)": cum(lambda k: k[2] == "_send_once"),
     }
     total = cum(lambda k: k[2] == "_send_with_retries") + parts["build events (format, sanitise, time)"]
-    return {"per_batch_ms": {k: v / batches * 1000 for k, v in parts.items()}, "total_per_batch_ms": total / batches * 1000,
-            "batches": batches}  # fmt: skip
+    return {
+        "per_batch_ms": {k: v / batches * 1000 for k, v in parts.items()},
+        "total_per_batch_ms": total / batches * 1000,
+        "batches": batches,
+    }
 
 
 def child_send_path(url: str, n: int) -> dict[str, Any]:

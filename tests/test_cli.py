@@ -88,7 +88,7 @@ def test_tail_stops_on_ctrl_c(emu: Emulator) -> None:
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     time.sleep(1.5)
     p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=20)
+    _, err = p.communicate(timeout=20)
     assert p.returncode == 0 and "Traceback" not in err
 
 
