@@ -105,7 +105,7 @@ def resolve_project_id(
 # --- building a handler from settings ------------------------------------------------------------------------
 
 _BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
-_INT_OPTS = ("batch_size", "queue_size")
+_INT_OPTS = ("batch_size", "queue_size", "spool_max_bytes")
 _FLOAT_OPTS = ("flush_interval", "timeout", "grace_period")
 _BOOL_OPTS = ("json_content", "allow_insecure")
 _MAP_OPTS = ("dimensions", "level_map", "state_map")

@@ -50,6 +50,7 @@ from .events import (
     fit_content,
     safe_text,
 )
+from .spool import Spool
 from .worker import WORKER_THREADS, Drop, Worker
 
 DEFAULT_LEVEL_MAP: Final[Mapping[int, str]] = {
@@ -88,6 +89,9 @@ class HandlerStats:
     batches: int
     sanitised: int
     dropped_by_reason: dict[str, int] = field(default_factory=dict)
+    spooled: int = 0  # of ``queued``: waiting on disk
+    recovered_sent: int = 0  # from a spool another process (or handler) left: not in ``received``
+    recovered_dropped: dict[str, int] = field(default_factory=dict)
 
 
 def _parse_level(level: int | str) -> int:
@@ -354,6 +358,7 @@ class EventBuilder:
 
 # --- the handler ---------------------------------------------------------------------------------------------
 
+_log = logging.getLogger("ces_logging")
 _HANDLERS: weakref.WeakSet[CESHandler] = weakref.WeakSet()
 _DRAINING: set[Worker] = set()  # workers of closed handlers still delivering in the background
 _registry_lock = threading.Lock()
@@ -400,6 +405,8 @@ class CESHandler(logging.Handler):
         timeout: float = 10.0,
         grace_period: float = 5.0,
         json_content: bool = False,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int = 50 * 2**20,
         level: int | str = logging.NOTSET,
         verify: bool | str = True,
         allow_insecure: bool = False,
@@ -465,10 +472,20 @@ class CESHandler(logging.Handler):
             state_map=states,
             json_content=json_content,
         )
+        if isinstance(spool_max_bytes, bool) or not isinstance(spool_max_bytes, int) or spool_max_bytes < 1:
+            raise ConfigError(f"spool_max_bytes must be a positive integer, got {spool_max_bytes!r}")
+        self.spool: Spool | None = None
+        if spool_dir is not None:
+            try:
+                self.spool = Spool(spool_dir, spool_max_bytes)
+            except OSError as e:  # a read-only or full disk: work from memory, say so, never fail the app
+                _log.warning("ces_logging: spool at %s unusable (%s); events kept in memory only", spool_dir, e)
         self._closed = False
         self._reset_queue()
         with _registry_lock:
             _HANDLERS.add(self)
+        if self.spool is not None and self.spool.pending():
+            self._start()  # a previous process left batches: deliver them without waiting for a record
 
     def _reset_queue(self) -> None:
         self._pending: deque[tuple[logging.LogRecord, str | None]] = deque()
@@ -480,6 +497,7 @@ class CESHandler(logging.Handler):
             self.client,
             batch_size=self.batch_size,
             flush_interval=self.flush_interval,
+            spool=self.spool,
         )
         self._started = False
 
@@ -543,7 +561,8 @@ class CESHandler(logging.Handler):
     def stats(self) -> HandlerStats:
         ws = self._worker.stats
         with ws.cond:
-            sent, retries, batches = ws.sent, ws.retries, ws.batches
+            sent, retries, batches, spooled = ws.sent, ws.retries, ws.batches, ws.spooled
+            recovered_sent, recovered_dropped = ws.recovered_sent, dict(ws.recovered_dropped)
             reasons = dict(ws.dropped)
         for k, v in list(self._emit_drops.items()):
             reasons[k] = reasons.get(k, 0) + v
@@ -558,6 +577,9 @@ class CESHandler(logging.Handler):
             batches=batches,
             sanitised=self.builder.sanitised,
             dropped_by_reason=reasons,
+            spooled=spooled,
+            recovered_sent=recovered_sent,
+            recovered_dropped=recovered_dropped,
         )
 
     def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]
@@ -599,6 +621,8 @@ class CESHandler(logging.Handler):
         """The child gets an empty queue, fresh counters, a new worker (started by its first emit) and new
         connections: what the parent had queued is the parent's to send."""
         self.client.reset_connections()
+        if self.spool is not None:
+            self.spool.renew_owner()
         self._reset_queue()
 
 
@@ -630,11 +654,16 @@ def _drain_at_exit() -> None:
         w.join(max(0.0, deadline - time.monotonic()))
     for h in handlers:
         s = h.stats
-        lost = s.queued + s.dropped_by_reason.get("shutdown", 0)
+        lost = s.queued - s.spooled + s.dropped_by_reason.get("shutdown", 0)
         if lost:
             sys.stderr.write(
                 f"ces_logging: {lost} event(s) not delivered at exit: the service did not take them "
                 f"within the grace period ({h.grace_period:g} s)\n"
+            )
+        if s.spooled and h.spool is not None:
+            sys.stderr.write(
+                f"ces_logging: {s.spooled} event(s) wait in the spool at {h.spool.dir}; the next process "
+                "with the same spool_dir sends them\n"
             )
 
 
