@@ -81,6 +81,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         security_token=args.security_token,
         token=args.token,
         metadata=args.metadata,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
         verbose=args.verbose,
     )
 
@@ -368,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--security-token", help="make --ak a temporary key that needs this token")
     e.add_argument("--token", help="accept X-Auth-Token with this value")
     e.add_argument("--metadata", action="store_true", help="also serve a stand-in ECS metadata service")
+    e.add_argument("--tls-cert", help="serve https with this certificate (PEM) ...")
+    e.add_argument("--tls-key", help="... and this private key (PEM)")
     e.add_argument("--verbose", action="store_true", help="log every request to stderr")
     e.set_defaults(func=cmd_emulator)
 

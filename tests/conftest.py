@@ -82,3 +82,33 @@ def isolated_logger() -> Iterator[logging.Logger]:
     for h in list(log.handlers):
         log.removeHandler(h)
         h.close()
+
+
+# --- secrets never reach any output: checked over everything the suite captured -----------------------------
+
+TEST_SECRETS = (
+    SK,
+    "sec-token-value",
+    "token-value-secret",
+    "pa55word-secret",
+    "pw-alice-secret",
+    "wrong-secret-xyz",
+    "SECRET-SK-0123456789",
+    "SECRET-SECTOKEN-abcdef",
+    "SECRET-PASSWORD-xyz",
+)
+_LEAKS: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Every test's captured stdout and stderr (the handler's own diagnostics go there through logging's last
+    resort handler) is searched for the secrets the tests use."""
+    text = "".join(content for _, content in report.sections)
+    _LEAKS.extend((report.nodeid, s) for s in TEST_SECRETS if s in text)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _LEAKS:
+        for nodeid, secret in _LEAKS:
+            print(f"\nSECRET LEAKED in the captured output of {nodeid}: {secret[:6]}...")
+        session.exitstatus = 1

@@ -7,6 +7,7 @@ official ``huaweicloudsdkces`` client works against it. For the demo, this proje
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import urllib.request
 from types import TracebackType
@@ -41,6 +42,8 @@ class Emulator:
         metadata: bool = False,
         metadata_ttl: float = 3600.0,
         token_ttl: float = 24 * 3600.0,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
         verbose: bool = False,
     ) -> None:
         self.host = host
@@ -59,6 +62,12 @@ class Emulator:
         )
         handler = type("Handler", (_Handler,), {"state": self.state, "verbose": verbose})
         self._server = _Server((host, port), handler)
+        self._scheme = "http"
+        if tls_cert:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(tls_cert, tls_key)
+            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
+            self._scheme = "https"
         self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
@@ -68,7 +77,7 @@ class Emulator:
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         host_text = host.decode() if isinstance(host, bytes) else str(host)
-        return f"http://{host_text}:{port}"
+        return f"{self._scheme}://{host_text}:{port}"
 
     @property
     def auth_required(self) -> bool:

@@ -45,6 +45,12 @@ class Fault:
     store: bool = False  # process the request first (so it lands), then delay/drop/answer
     reject_matching: str | None = None  # 400 for a body holding this text (a rule the emulator lacks)
     method: str = "POST"  # POST: reports; GET: queries
+    seconds: float = 0.0  # > 0: every matching request for this long (an outage), whatever the count
+    _until: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.seconds > 0:
+            self._until = time.monotonic() + self.seconds
 
 
 @dataclass
@@ -88,8 +94,14 @@ class EmulatorState:
 
     def take_fault(self, method: str, body: bytes) -> Fault | None:
         with self.lock:
-            for f in self.faults:
+            for f in list(self.faults):
                 if f.reject_matching is not None and f.reject_matching.encode() not in body:
+                    continue
+                if f.method == method and f.seconds > 0:
+                    if time.monotonic() < f._until:
+                        self.stats["faults_served"] += 1
+                        return f
+                    self.faults.remove(f)
                     continue
                 if f.method == method and f.count > 0:
                     f.count -= 1
@@ -410,8 +422,11 @@ class _Handler(BaseHTTPRequestHandler):
         if segs == ["faults"] and method == "POST":
             try:
                 spec = json.loads(body or b"{}")
-                faults = [Fault(**f) for f in (spec if isinstance(spec, list) else [spec])]
-            except (ValueError, TypeError) as e:
+                specs = spec if isinstance(spec, list) else [spec]
+                if any(k.startswith("_") for f in specs for k in f):
+                    raise TypeError("unknown field")
+                faults = [Fault(**f) for f in specs]
+            except (ValueError, TypeError, AttributeError) as e:
                 self._error(400, "EMU.0001", f"bad fault spec: {e}")
                 return
             with st.lock:

@@ -23,7 +23,7 @@ from ces_logging.events import (
     validate_event,
 )
 
-from .conftest import PROJECT
+from ..conftest import PROJECT
 
 anything = st.one_of(
     st.none(),
