@@ -120,7 +120,6 @@ class TextRule:
 
 EVENT_NAME = TextRule("event_name", 1, 64, "A-Za-z0-9_", "A-Za-z", "starts with a letter; letters, digits and _")
 # event_source is "service.item": each part starts with a letter, then letters, digits, _; 3..32 in all.
-_SOURCE_PART = TextRule("event_source", 1, 30, "A-Za-z0-9_", "A-Za-z", "letters, digits, _")
 EVENT_SOURCE_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]*\.[A-Za-z][A-Za-z0-9_]*")
 GROUP_ID = TextRule("group_id", 24, 24, "A-Za-z0-9", None, "letters and digits")
 RESOURCE_ID = TextRule("resource_id", 0, 128, r"A-Za-z0-9_\-:", None, "letters, digits, _, - and :")
@@ -143,21 +142,6 @@ def check_event_source(value: object) -> str | None:
     if not EVENT_SOURCE_RE.fullmatch(value):
         return "must be service.item, each part starting with a letter and holding letters, digits and _"
     return None
-
-
-def sanitise_event_source(value: str) -> str | None:
-    """Make a valid ``service.item`` from any string, or None when nothing is left to make one from."""
-    service, _, item = value.partition(".")
-    s = _SOURCE_PART.sanitise(service) if service else None
-    i = _SOURCE_PART.sanitise(item.replace(".", "_")) if item else None
-    if s is None:
-        return None
-    i = i or "log"
-    if len(s) + 1 + len(i) > 32:
-        s = s[:15]
-        i = i[: 32 - 1 - len(s)]
-    out = f"{s}.{i}"
-    return out if check_event_source(out) is None else None
 
 
 def derive_event_name(logger_name: str) -> str:

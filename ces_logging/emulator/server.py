@@ -279,17 +279,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.reject_matching is not None:
             self._error(400, "ces.0014", f"injected rejection: body holds {fault.reject_matching!r}")
             return
-        if fault is not None and not fault.store:
-            if fault.delay:
-                time.sleep(fault.delay)
-            if fault.drop:
-                self._drop()
-                return
-            if fault.status is not None:
-                hdrs = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-                code = "ces.0429" if fault.status == 429 else f"ces.{fault.status:04d}"
-                self._error(fault.status, code, f"injected fault: HTTP {fault.status}", hdrs)
-                return
+        if fault is not None and not fault.store and self._play(fault):
+            return
         if not self._authenticated(body):
             return
         if PROJECT_ID.check(project_id):
@@ -322,16 +313,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.state.count("events_received", len(items))
         self.state.count("events_stored", new)
         self.state.count("events_duplicate", len(items) - new)
-        if fault is not None and fault.store:
-            if fault.delay:
-                time.sleep(fault.delay)
-            if fault.drop:
-                self._drop()
-                return
-            if fault.status is not None:
-                self._error(fault.status, f"ces.{fault.status:04d}", f"injected fault after storing: {fault.status}")
-                return
+        if fault is not None and fault.store and self._play(fault):
+            return
         self._send(201, out)
+
+    def _play(self, fault: Fault) -> bool:
+        """Misbehave as the fault says (wait, then reset or answer its status); True when it answered."""
+        if fault.delay:
+            time.sleep(fault.delay)
+        if fault.drop:
+            self._drop()
+            return True
+        if fault.status is None:
+            return False
+        hdrs = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+        code = "ces.0429" if fault.status == 429 else f"ces.{fault.status:04d}"
+        when = "after storing" if fault.store else "instead of an answer"
+        self._error(fault.status, code, f"injected fault {when}: HTTP {fault.status}", hdrs)
+        return True
 
     def _detail(self, project_id: str, event_name: str, query: str) -> None:
         if not 1 <= len(event_name) <= 64:  # system event names too: only the length is documented

@@ -16,10 +16,8 @@ from ces_logging.emulator import Emulator
 from ces_logging.events import (
     EVENT_NAME,
     RESOURCE_ID,
-    check_event_source,
     derive_event_name,
     fit_content,
-    sanitise_event_source,
     validate_event,
 )
 
@@ -99,8 +97,6 @@ def test_sanitisers_always_give_valid_values(text: str) -> None:
     assert EVENT_NAME.check(name) is None
     rid = RESOURCE_ID.sanitise(text)
     assert rid is None or RESOURCE_ID.check(rid) is None
-    src = sanitise_event_source(text)
-    assert src is None or check_event_source(src) is None
 
 
 @given(st.text(max_size=9000))
