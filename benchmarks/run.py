@@ -398,9 +398,11 @@ def main() -> None:
             return per
 
         ces_per = row("CESHandler (100 events a request)", ces_runs)
+        cpu_ratio: float | None = None
         if wt_runs:
             wt_per = row("watchtower (up to 10,000 a request)", wt_runs)
-            out(f"\nCESHandler / watchtower CPU per event: **{ces_per / wt_per:.2f}**")
+            cpu_ratio = ces_per / wt_per
+            out(f"\nCESHandler / watchtower CPU per event: **{cpu_ratio:.2f}**")
 
         send = child("send", url=emu_url, n=300)
         out("\n## 3. Send path: CPU per POST of a ready JSON body (300 POSTs, signed)\n")
@@ -427,6 +429,25 @@ def main() -> None:
         for k, v in prof["per_batch_ms"].items():
             out(f"| {k} | {v:.2f} |")
         out(f"| worker total | {prof['total_per_batch_ms']:.2f} |")
+        caller_ratio = cost["CESHandler"] / floor
+        parts = prof["per_batch_ms"]
+        biggest = max(parts, key=parts.get)
+        out("\n## Reading\n")
+        out(f"- Caller cost: CESHandler is {caller_ratio:.2f}x the floor; target 2.0x: "
+            + ("met." if caller_ratio <= 2.0 else f"missed by {caller_ratio / 2.0 - 1:.0%}."))  # fmt: skip
+        if cpu_ratio is not None:
+            verdict = "met." if cpu_ratio < 1.0 else f"missed by {cpu_ratio - 1:.0%}."
+            out(
+                f"- CPU per delivered event: {cpu_ratio:.2f}x watchtower; target below 1.0: {verdict} The figure "
+                "moves by about 0.3 from run to run on this 2-core machine (the server shares the cores)."
+            )
+        out(
+            f"- The worker's largest part is {biggest.split(' (')[0]} ({parts[biggest]:.2f} ms a batch under "
+            "the profiler): the HTTP round trip through requests/urllib3 (about 0.4 ms of CPU a POST, section 3) "
+            "costs more than building, encoding and signing 100 events together. The next step down is a leaner "
+            "transport for the one POST the worker makes (http.client on a kept-alive connection), not the "
+            "event code."
+        )
         out(f"\nTotal run time: {time.time() - started:.0f} s.")
     finally:
         emu.terminate()

@@ -170,7 +170,7 @@ class Worker:
         self._in_flight = 0  # taken from the queue, not yet accounted for
         # The spool's state: files may be waiting (ours, or a crashed process's); the service is down (new
         # batches go to disk, behind the older ones); when to try the oldest file again.
-        self._spool_backlog = spool is not None
+        self._spool_backlog = spool is not None and spool.pending() > 0
         self._outage = False
         self._probe_attempt = 0
         self._next_probe = 0.0
