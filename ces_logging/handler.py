@@ -531,7 +531,7 @@ class CESHandler(logging.Handler):
                 message = None  # the worker makes an event that says so
             pending.append((record, message))
             n = len(pending)
-            if n == 1 or n >= self.batch_size:
+            if n == 1 or n == self.batch_size:  # the first record of a batch, and the one that fills it
                 self._worker.wakeup.set()
             if not self._started:
                 self._start()

@@ -228,31 +228,32 @@ class Worker:
             WORKER_THREADS.discard(me)
 
     def _loop(self) -> None:
-        batch: list[Event] = []
-        batch_started = 0.0
+        """Records wait in the queue, not in a half-built batch, until a batch is due: full, or
+        ``flush_interval`` after the first of them arrived, or a flush or stop. So ``emit`` needs to wake
+        the worker only twice a batch (the first record, and the one that fills it), not once a record."""
+        first_seen: float | None = None  # when the oldest queued record was noticed
         while True:
             self.wakeup.clear()
-            while len(batch) < self.batch_size and self.pending:
-                item = self.pending.popleft()
-                self._in_flight += 1
-                if not batch:
-                    batch_started = time.monotonic()
-                batch.append(self._build_safely(item))
             stopping = self._stop_deadline is not None
-            if batch:
-                full = len(batch) >= self.batch_size
-                due = time.monotonic() - batch_started >= self.flush_interval
-                if full or due or stopping or self._flush_requested:
-                    self._deliver(batch)
-                    batch = []
+            waiting = len(self.pending)
+            if waiting:
+                now = time.monotonic()
+                if first_seen is None:
+                    first_seen = now
+                due = now - first_seen >= self.flush_interval
+                if waiting >= self.batch_size or due or stopping or self._flush_requested:
+                    self._deliver(self._take(min(waiting, self.batch_size)))
+                    first_seen = time.monotonic() if self.pending else None
                     continue
+            else:
+                first_seen = None
             spool_due = self._spool_backlog and time.monotonic() >= self._next_probe
             if spool_due and not (stopping and self._outage) and self._send_one_spooled():
                 continue
-            if batch:
-                self.wakeup.wait(max(0.0, self.flush_interval - (time.monotonic() - batch_started)))
+            if first_seen is not None:
+                self.wakeup.wait(max(0.0, self.flush_interval - (time.monotonic() - first_seen)))
                 continue
-            # nothing held, nothing queued
+            # nothing queued
             self._flush_requested = False
             if stopping:
                 return
@@ -260,6 +261,14 @@ class Worker:
             if self._spool_backlog:
                 wait = min(wait, max(0.0, self._next_probe - time.monotonic()))
             self.wakeup.wait(wait)
+
+    def _take(self, n: int) -> list[Event]:
+        batch = []
+        for _ in range(n):
+            item = self.pending.popleft()
+            self._in_flight += 1
+            batch.append(self._build_safely(item))
+        return batch
 
     def _build_safely(self, item: Any) -> Event:
         try:
