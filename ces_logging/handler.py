@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import copy
+import json
 import logging
 import os
 import sys
@@ -26,6 +27,9 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+from pythonjsonlogger.core import BaseJsonFormatter
+from pythonjsonlogger.json import JsonFormatter
 
 from .auth import TokenProvider
 from .client import CESClient
@@ -39,6 +43,7 @@ from .events import (
     EVENT_USER,
     GROUP_ID,
     LEVELS,
+    MAX_CONTENT,
     MAX_DIMENSIONS,
     RESOURCE_ID,
     RESOURCE_NAME,
@@ -46,6 +51,7 @@ from .events import (
     SUB_EVENT_CUSTOM,
     TextRule,
     check_event_source,
+    content_cost,
     derive_event_name,
     fit_content,
     safe_text,
@@ -263,31 +269,32 @@ class EventBuilder:
         return fit_content(safe_text(text))
 
     def _json(self, r: logging.LogRecord) -> str:
+        """The record as JSON (the handler's JSON formatter, else python-json-logger's with level, logger and
+        message). Too long, it is the message and then the traceback that get shorter, never the JSON text, so
+        what is sent stays valid JSON."""
         fmt = self.handler.formatter
-        if fmt is None or not type(fmt).__name__.startswith("Json"):
+        if not isinstance(fmt, BaseJsonFormatter):
             if self._json_formatter is None:
-                from pythonjsonlogger.json import JsonFormatter
-
                 self._json_formatter = JsonFormatter("%(levelname)s %(name)s %(message)s")
             fmt = self._json_formatter
-        # Shorten the message (and the traceback), never the JSON: the result stays valid JSON.
-        text = safe_text(fmt.format(r))
-        for _ in range(4):
-            over = len(fit_content(text, marker=False)) < len(text)
-            if not over:
-                return text
-            excess = len(text) - len(fit_content(text, marker=False)) + 64
-            msg = str(r.msg)
-            if r.exc_text and len(r.exc_text) > excess:
-                r.exc_text = fit_content(r.exc_text, limit=max(0, len(r.exc_text) - excess))
-            elif r.exc_info or r.exc_text:
-                r.exc_info, r.exc_text = None, None
-            else:
-                r.msg = fit_content(msg, limit=max(0, len(msg) - excess))
-            text = safe_text(fmt.format(r))
-        import json
-
-        return json.dumps({"message": fit_content(str(r.msg), limit=2000), "truncated": True}, ensure_ascii=False)
+        try:
+            for _ in range(4):
+                text = safe_text(fmt.format(r))
+                excess = content_cost(text) - MAX_CONTENT
+                if excess <= 0:
+                    return text
+                excess += 64  # room for the marker and for escapes that the cut text still needs
+                if r.exc_text and len(r.exc_text) > excess:
+                    r.exc_text = fit_content(r.exc_text, limit=len(r.exc_text) - excess)
+                elif r.exc_info or r.exc_text:
+                    r.exc_info, r.exc_text = None, None
+                else:
+                    msg = str(r.msg)
+                    r.msg = fit_content(msg, limit=max(0, len(msg) - excess))
+        except Exception as e:  # a formatter that fails: the message alone, said so
+            self.sanitised += 1
+            return json.dumps({"message": fit_content(str(r.msg), limit=3000), "formatter_error": type(e).__name__})
+        return json.dumps({"message": fit_content(str(r.msg), limit=3000), "truncated": True}, ensure_ascii=False)
 
     # --- the event -------------------------------------------------------------------------------------------
 

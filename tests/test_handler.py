@@ -525,3 +525,27 @@ def test_time_drift_is_bounded_and_counted(emu: Emulator, log: logging.Logger, m
     s = h.stats
     assert s.sent == 21 and s.dropped_by_reason == {"key_rate": 9}  # times t .. t+20, then no more room
     check_accounting(h)
+
+
+def test_handler_formatter_is_used(emu: Emulator, log: logging.Logger) -> None:
+    from pythonjsonlogger.json import JsonFormatter
+
+    plain = attach(log, make(emu, event_name="fmtd"))
+    plain.setFormatter(logging.Formatter("%(levelname)s [%(name)s] %(message)s"))
+    js = attach(log, make(emu, event_name="fmtj", json_content=True))
+    js.setFormatter(JsonFormatter("%(message)s %(lineno)d"))
+
+    class Broken(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            raise RuntimeError("formatter bug")
+
+    broken = attach(log, make(emu, event_name="fmtb"))
+    broken.setFormatter(Broken())
+    log.error("hello %s", "there")
+    for h in (plain, js, broken):
+        assert h.flush(timeout=10)
+    assert stored(emu, "fmtd")[0]["detail"]["content"] == f"ERROR [{log.name}] hello there"
+    doc = json.loads(stored(emu, "fmtj")[0]["detail"]["content"])
+    assert doc["message"] == "hello there" and isinstance(doc["lineno"], int) and "levelname" not in doc
+    assert stored(emu, "fmtb")[0]["detail"]["content"] == "hello there [ces_logging: formatter failed: RuntimeError]"
+    assert broken.stats.sanitised == 1
