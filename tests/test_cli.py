@@ -174,3 +174,22 @@ def test_parse_time() -> None:
     assert parse_time("1h", now) == int((now - timedelta(hours=1)).timestamp() * 1000)
     assert parse_time("1767225600000") == 1767225600000
     assert parse_time("2026-01-01T00:00:00Z") == 1767225600000
+
+
+def test_table_colours_levels_and_cuts_to_the_terminal_width() -> None:
+    import io
+
+    from ces_logging.cli import Table
+    from ces_logging.events import EventRecord
+
+    out = io.StringIO()
+    t = Table(out, colour=True, width=120)
+    detail = {"event_level": "Critical", "event_state": "incident", "resource_name": "web-1", "content": "x" * 500}
+    t.row(EventRecord("ev1", "n", "app.log", 1_767_225_600_000, detail))
+    row = out.getvalue().splitlines()[1]
+    assert "\033[1;31mCritical" in row and row.endswith("…")
+    visible = row.replace("\033[1;31m", "").replace("\033[0m", "")
+    assert len(visible) == 120
+    plain = io.StringIO()
+    Table(plain, colour=False, width=0).row(EventRecord("ev1", "n", "app.log", 1, detail))
+    assert plain.getvalue().splitlines()[1].endswith("x" * 500)  # piped: nothing cut, no colour codes
