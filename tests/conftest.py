@@ -1,8 +1,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -60,6 +65,21 @@ def item(name: str = "testEvent", t: int | None = None, **detail: object) -> dic
     d: dict[str, object] = {"event_type": "EVENT.CUSTOM", "event_level": "Info", "content": "hello"}
     d.update(detail)
     return {"event_name": name, "event_source": "app.test", "time": now_ms() if t is None else t, "detail": d}
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_python(code: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` (dedented) in a fresh interpreter in the project's folder, with ``env`` added."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+    )
 
 
 def wait_for(pred: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:

@@ -5,29 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 
 from ces_logging import CESHandler
 from ces_logging.emulator import Emulator
 
-from .conftest import PROJECT
-
-ROOT = Path(__file__).resolve().parent.parent
+from .conftest import PROJECT, ROOT, run_python
 
 
-def run_py(code: str, emu: Emulator, timeout: float = 60, **extra_env: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CES_ENDPOINT": emu.url, "CES_PROJECT_ID": PROJECT, "PYTHONPATH": str(ROOT), **extra_env}
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def run_py(code: str, emu: Emulator, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return run_python(code, timeout, CES_ENDPOINT=emu.url, CES_PROJECT_ID=PROJECT)
 
 
 def test_django_view_error_reaches_cloud_eye(emu: Emulator) -> None:

@@ -4,35 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
-import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
 from ces_logging import CESHandler
 from ces_logging.emulator import Emulator
 
-from .conftest import PROJECT, wait_for
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+from .conftest import PROJECT, run_python, wait_for
 
 
 def test_script_that_just_exits_delivers_everything(emu: Emulator) -> None:
-    r = run(f"""
+    r = run_python(f"""
         import logging, ces_logging
         ces_logging.configure(endpoint="{emu.url}", project_id="{PROJECT}", event_name="atExit",
                               flush_interval=60, batch_size=100)
@@ -46,7 +29,7 @@ def test_script_that_just_exits_delivers_everything(emu: Emulator) -> None:
 def test_exit_with_hung_service_is_bounded_and_says_what_was_lost(emu: Emulator) -> None:
     emu.add_fault(count=5, delay=20.0, status=503)
     t = time.monotonic()
-    r = run(f"""
+    r = run_python(f"""
         import logging, ces_logging
         ces_logging.configure(endpoint="{emu.url}", project_id="{PROJECT}", grace_period=1.0, timeout=30)
         logging.getLogger("s").error("lost in a hung service")
