@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any, NoReturn, TextIO
 
 from . import __version__
@@ -267,7 +266,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     line(True, "credentials", c.auth_source)
     t0 = time.time()
     try:
-        resp = c.request("GET", f"{c._base}/event/cesLoggingDoctor?event_type=EVENT.CUSTOM&limit=1")
+        resp = c.probe()
         reached, status, headers = True, resp.status_code, resp.headers
     except CESTransportError as e:
         reached, status, headers = False, None, None
@@ -288,7 +287,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if reached and status is not None and status < 400:
         line(True, "reachability", f"HTTP {status} in {rtt:.0f} ms")
         line(True, "authentication", "accepted" if c.auth is not None else "none sent (open endpoint)")
-    skew = _skew(c, headers)
+    server = c.server_time(headers)
+    skew = None if server is None else time.time() - server  # + : this machine is ahead
     if skew is not None:
         ok = abs(skew) <= SKEW_WARN_S
         line(ok if ok else None, "clock", f"{skew:+.0f} s against the server's Date header")
@@ -317,24 +317,6 @@ def _handler_defaults() -> str:
         f"batch {d['batch_size']}, every {d['flush_interval']:g} s, queue {d['queue_size']}, "
         f"grace {d['grace_period']:g} s, timeout {d['timeout']:g} s, event source {source}"
     )
-
-
-def _skew(c: CESClient, headers: Any) -> float | None:
-    """Seconds this machine is ahead (+) of the server, from a Date header (fetched again if needed)."""
-    if headers is None:
-        try:
-            r = c._send_once("GET", c.endpoint + "/", None, 5.0)
-            headers = r.headers
-        except CESError:
-            return None
-    date = headers.get("Date") if headers is not None else None
-    if not date:
-        return None
-    try:
-        server = parsedate_to_datetime(date).timestamp()
-    except (TypeError, ValueError):
-        return None
-    return time.time() - server
 
 
 # --- parser ----------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -277,6 +278,26 @@ class CESClient:
             start += len(page.event_info)
             if not page.event_info or start >= page.total:
                 return
+
+    def probe(self) -> requests.Response:
+        """A harmless signed query (one page of an event name nobody uses): reachability and auth in one
+        request, for ``ces-logging doctor``. Raises ``CESError`` as any call does."""
+        params = {"event_type": EVENT_TYPE_CUSTOM, "limit": 1}
+        return self.request("GET", f"{self._base}/event/cesLoggingDoctor?{encode_query(params)}")
+
+    def server_time(self, headers: Mapping[str, str] | None = None) -> float | None:
+        """The server's clock (epoch seconds) from a ``Date`` header: of ``headers`` when given, else of an
+        unsigned request to the endpoint (any answer carries one). None when there is no readable date."""
+        if headers is None:
+            try:
+                headers = self._send_once("GET", self.endpoint + "/", None, 5.0).headers
+            except CESError:
+                return None
+        date = headers.get("Date")
+        try:
+            return parsedate_to_datetime(date).timestamp() if date else None
+        except (TypeError, ValueError):
+            return None
 
     def list_events(self, *, event_type: str | None = None, start: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         """The project's event kinds with counts (``GET /V1.0/{project_id}/events``)."""

@@ -324,6 +324,12 @@ DETAIL_KEY_FIELDS: Final = (
 )
 
 
+def default_sub_event_type(event_type: str) -> str:
+    """The sub-type an event or a query has when none is given. The query page: SUB_EVENT.OPS by default, and
+    SUB_EVENT.CUSTOM for custom events (a reading: an absent sub-type of a custom event is taken as CUSTOM)."""
+    return SUB_EVENT_CUSTOM if event_type == EVENT_TYPE_CUSTOM else "SUB_EVENT.OPS"
+
+
 def event_key(item: Mapping[str, Any]) -> tuple[str, ...]:
     """The fields (but project and time) that make two items the same event; absent counts as ""."""
     detail = item.get("detail") or {}

@@ -53,6 +53,7 @@ from .events import (
     check_event_source,
     content_cost,
     derive_event_name,
+    event_key,
     fit_content,
     safe_text,
 )
@@ -335,17 +336,9 @@ class EventBuilder:
                 detail[key] = value
         if dims:
             detail["dimensions"] = [{"name": k, "value": v} for k, v in dims.items()]
-        time_key = (
-            self.event_source,
-            name,
-            level,
-            state,
-            values["event_user"] or "",
-            values["resource_id"] or "",
-            values["resource_name"] or "",
-        )
-        t = TIMES.assign(time_key, int(record.created * 1000))
-        return {"event_name": name, "event_source": self.event_source, "time": t, "detail": detail}
+        event = {"event_name": name, "event_source": self.event_source, "time": 0, "detail": detail}
+        event["time"] = TIMES.assign(event_key(event), int(record.created * 1000))
+        return event
 
     def _merge_dimensions(self, extra: object) -> dict[str, str]:
         dims = dict(self.dimensions)

@@ -11,7 +11,7 @@ import pytest
 from ces_logging import CESHandler
 from ces_logging.emulator import Emulator
 
-from .conftest import PROJECT, run_python, wait_for
+from .conftest import PROJECT, run_python
 
 
 def test_script_that_just_exits_delivers_everything(emu: Emulator) -> None:
@@ -71,9 +71,13 @@ def test_fork_child_delivers_its_own_records(emu: Emulator, isolated_logger: log
 
 def test_worker_started_lazily_and_one_per_handler(emu: Emulator, isolated_logger: logging.Logger) -> None:
     h = CESHandler(project_id=PROJECT, endpoint=emu.url, event_name="lazy", flush_interval=0.05)
-    assert not h._worker.alive
     isolated_logger.addHandler(h)
-    for _ in range(10):
-        isolated_logger.error("x")
-    assert wait_for(lambda: h._worker.alive or h.stats.sent == 10)
+    assert not h._worker.alive  # made, not started: no thread until the first record
+    isolated_logger.error("first")
+    thread = h._worker._thread
+    assert thread is not None and thread.is_alive()
+    for _ in range(250):
+        isolated_logger.error("more")
     assert h.flush(timeout=10)
+    assert h._worker._thread is thread and thread.is_alive()  # the same one thread did it all
+    assert h.stats.sent == 251 and h.stats.batches >= 3

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .. import auth as signing
-from ..events import MAX_BODY_BYTES, PROJECT_ID, validate_query, validate_report
+from ..events import MAX_BODY_BYTES, PROJECT_ID, default_sub_event_type, validate_query, validate_report
 from .store import EventStore
 
 
@@ -350,9 +350,7 @@ class _Handler(BaseHTTPRequestHandler):
             {
                 "event_name": event_name,
                 "event_type": parsed["event_type"],
-                "sub_event_type": parsed.get(
-                    "sub_event_type", "SUB_EVENT.CUSTOM" if parsed["event_type"] == "EVENT.CUSTOM" else "SUB_EVENT.OPS"
-                ),
+                "sub_event_type": parsed.get("sub_event_type", default_sub_event_type(parsed["event_type"])),
                 "event_users": users,
                 "event_sources": sources,
                 "event_info": page,

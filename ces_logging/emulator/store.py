@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..events import DETAIL_KEY_FIELDS, EVENT_TYPE_CUSTOM, SUB_EVENT_CUSTOM, now_ms
+from ..events import DETAIL_KEY_FIELDS, EVENT_TYPE_CUSTOM, default_sub_event_type, event_key, now_ms
 
 _ALNUM = string.ascii_letters + string.digits
 
@@ -55,10 +55,10 @@ def normalise_detail(detail: Mapping[str, Any]) -> dict[str, Any]:
         "event_level": "",
         "event_user": "",
         "event_type": EVENT_TYPE_CUSTOM,
-        "sub_event_type": SUB_EVENT_CUSTOM,
         "dimensions": [],
     }
     d.update({k: v for k, v in detail.items() if v is not None})
+    d.setdefault("sub_event_type", default_sub_event_type(d["event_type"]))
     return d
 
 
@@ -91,8 +91,9 @@ class EventStore:
             try:
                 for item in items:
                     detail = normalise_detail(item.get("detail") or {})
-                    keys = [str(detail[f]) for f in DETAIL_KEY_FIELDS]
-                    key = [project_id, item["time"], item["event_source"], item["event_name"], *keys]
+                    same = event_key({**item, "detail": detail})  # (source, name, *DETAIL_KEY_FIELDS)
+                    keys = list(same[2:])
+                    key = [project_id, item["time"], *same]
                     row = self._db.execute(f"SELECT event_id FROM events WHERE {key_sql}", key).fetchone()
                     if row:
                         event_id = row[0]
