@@ -330,10 +330,18 @@ def default_sub_event_type(event_type: str) -> str:
     return SUB_EVENT_CUSTOM if event_type == EVENT_TYPE_CUSTOM else "SUB_EVENT.OPS"
 
 
+def key_of(
+    source: str, name: str, event_type: str, sub_type: str, state: str, level: str, user: str, rid: str, rname: str
+) -> tuple[str, ...]:
+    """The same-event key from its values, in ``DETAIL_KEY_FIELDS``' order after source and name (the
+    handler's fast path builds it from the values it has at hand, without a dict)."""
+    return (source, name, event_type, sub_type, state, level, user, rid, rname)
+
+
 def event_key(item: Mapping[str, Any]) -> tuple[str, ...]:
     """The fields (but project and time) that make two items the same event; absent counts as ""."""
     detail = item.get("detail") or {}
-    return (
+    return key_of(
         str(item.get("event_source", "")),
         str(item.get("event_name", "")),
         *(str(detail.get(f) or "") for f in DETAIL_KEY_FIELDS),
