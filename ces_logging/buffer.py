@@ -11,7 +11,9 @@ every count changes in one C-level step. The buffer's own ``deque.append`` is th
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import queue
 import threading
 from collections import deque
 from typing import Any
@@ -34,6 +36,34 @@ class Tally:
         return int(repr(self._c)[6:-1])  # "count(N)"
 
 
+class Wakeup:
+    """An ``Event``-like wake-up for the worker whose ``set`` is safe in a signal handler: ``Event.set`` takes
+    a lock, so a signal handler that logs while the main thread is inside it would deadlock; a
+    ``SimpleQueue.put`` is reentrant by design."""
+
+    __slots__ = ("_q",)
+
+    def __init__(self) -> None:
+        self._q: queue.SimpleQueue[None] = queue.SimpleQueue()
+
+    def set(self) -> None:
+        self._q.put(None)
+
+    def clear(self) -> None:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._q.get_nowait()
+
+    def wait(self, timeout: float) -> bool:
+        """True when woken before ``timeout``; the wake-ups that piled up meanwhile are taken with it."""
+        try:
+            self._q.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return False
+        self.clear()
+        return True
+
+
 class RecordBuffer:
     """Prepared records waiting for the worker. ``emit`` appends; only the worker takes (under ``lock``)."""
 
@@ -42,7 +72,9 @@ class RecordBuffer:
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.lock = threading.Lock()  # the worker's taking, and a consistent read of the counts
-        self.space = threading.Condition(threading.Lock())  # notified when the worker takes (overflow="block")
+        # notified when the worker takes (overflow="block"); re-entrant: a signal handler may log while the
+        # main thread waits on it
+        self.space = threading.Condition(threading.RLock())
         self.taken = 0
         self.bytes_in = 0  # emit side; an estimate (re-entry may lose an update: it bounds memory, not counts)
         self.bytes_out = 0  # worker side

@@ -15,6 +15,7 @@ handler, and an exception at any bytecode of ``emit`` (see ``buffer.py``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -247,7 +248,7 @@ class CESHandler(logging.Handler):
         self.max_in_flight = max_in_flight
         self.grace_period = float(grace_period)
         self.handle_sigterm = bool(handle_sigterm)
-        self._emit_sanitised = 0
+        self._reported_lost = 0
         self._restarts = 0
         self._flushed_drops = 0
         self._start_lock = threading.Lock()
@@ -322,32 +323,48 @@ class CESHandler(logging.Handler):
     # --- the hot path ----------------------------------------------------------------------------------------
 
     def handle(self, record: logging.LogRecord) -> Any:
+        """``Handler.handle`` without the handler's lock: ``emit`` needs none (see buffer.py), and a signal
+        that raises between the stdlib's ``acquire()`` and its ``try`` would leave the lock held for ever, so
+        that every other thread's logging call on this handler would block."""
         # Records logged on a worker thread (urllib3's, a formatter's) must not loop back into a handler.
         if threading.get_ident() in WORKER_THREADS:
             return False
-        return super().handle(record)
+        rv = self.filter(record)
+        if isinstance(rv, logging.LogRecord):  # Python 3.12+: a filter may return a replacement record
+            record = rv
+        if rv:
+            self.emit(record)
+        return rv
 
     def emit(self, record: logging.LogRecord) -> None:
         buf = self._buffer
-        if self._closed or not self._active:
-            buf.refuse("closed" if self._active else "inactive")
-            return
-        item = self.builder.prepare(record, self.formatter)
-        size = len(item[3]) + ITEM_OVERHEAD
-        if buf.full(size) and not self._room(buf, size):
-            buf.refuse("queue_full")
-            return
-        buf.bytes_in += size
-        buf.items.append(item)  # the record is counted by this one step (see buffer.py)
-        n = len(buf.items)
-        if n == 1 or n == self.batch_size or not n & 1023:
-            worker = self._worker
-            if worker is not None:
-                worker.wakeup.set()
-                if not worker.alive:
-                    self._start()
-        if lifecycle.terminating():
-            self._deliver_now()
+        appended = False
+        try:
+            if self._closed or not self._active:
+                buf.refuse("closed" if self._active else "inactive")
+                return
+            item = self.builder.prepare(record, self.formatter)
+            size = len(item[3]) + ITEM_OVERHEAD
+            if buf.full(size) and not self._room(buf, size):
+                buf.refuse("queue_full")
+                return
+            buf.bytes_in += size
+            buf.items.append(item)  # the record is counted by this one step (see buffer.py)
+            appended = True
+            n = len(buf.items)
+            if n == 1 or n == self.batch_size or not n & 1023:
+                worker = self._worker
+                if worker is not None:
+                    worker.wakeup.set()
+                    if not worker.alive:
+                        self._start()
+            if lifecycle.terminating():
+                self._deliver_now()
+        except Exception:  # a bug of ours: never the app's problem, and never an uncounted record
+            if not appended:
+                with contextlib.suppress(Exception):
+                    buf.refuse("error")
+            self.handleError(record)
 
     def _deliver_now(self) -> None:
         """SIGTERM was handed on to a server's graceful shutdown, after which the server may end the process
@@ -499,14 +516,16 @@ class CESHandler(logging.Handler):
                     lifecycle.add_draining(worker)
                 else:
                     worker.join(grace + 0.5)
-                    if exit_deadline is not None:
-                        self._report_left()
+                    self._report_left()
             lifecycle.unregister(self)
         super().close()
 
     def _report_left(self) -> None:
+        """What closing (or the end of the process) leaves undelivered: one line, never rate-limited away."""
         s = self.stats
-        lost = s.queued - s.spooled
+        given_up = s.dropped_by_reason.get("shutdown", 0)
+        lost = s.queued - s.spooled + given_up - self._reported_lost
+        self._reported_lost = given_up
         if lost > 0:
             notice.write(
                 f"ces_logging: {lost} event(s) not delivered at exit: the service did not take them "

@@ -375,6 +375,7 @@ class EventBuilder:
                     dims = self._merge_dimensions(over["dimensions"])
         if state is None:
             state = self.state_map.get(level, "normal")
+        text = safe_text(text)  # here, off the app's thread: no lone surrogate reaches the JSON body
         if content_cost(text) > MAX_CONTENT:
             text = fit_content(text)
         user = values["event_user"] or ""

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from . import notice
-from .buffer import RecordBuffer
+from .buffer import RecordBuffer, Wakeup
 from .client import CESClient
 from .errors import CESAuthError, CESError, CESValidationError
 from .events import now_ms, sendable
@@ -205,7 +205,7 @@ class Worker:
         self.size_of = size_of
         self.name = name
         self.stats = WorkerStats()
-        self.wakeup = threading.Event()
+        self.wakeup = Wakeup()
         self._interrupt = threading.Event()  # cuts a back-off short when stopping
         self._flush_requested = False
         self._deadline: float | None = None  # monotonic: deliver by then (exit, SIGTERM, stop)
@@ -445,14 +445,19 @@ class Worker:
                 self._sender_cond.wait(0.25 if left is None else min(0.25, left))
         self._park(batch, ledger, leased, "shutdown")
 
-    def _slot(self) -> bool:
-        """A throttle slot; False only when the process's final deadline has passed."""
+    def _slot(self, give_way: Callable[[], bool] | None = None) -> bool | None:
+        """A throttle slot: True; False when the process's final deadline has passed; None as soon as
+        ``give_way()`` says the batch has somewhere better to go (the spool, once the service is down)."""
         while True:
-            if self.throttle.acquire(self._deadline):
+            step = time.monotonic() + 0.25
+            d = self._deadline
+            if self.throttle.acquire(step if d is None else min(d, step)):
                 return True
             left = self._remaining()  # a passed hurry that was not final is cleared here
             if left is not None and left <= 0:
                 return False
+            if give_way is not None and give_way():
+                return None
 
     # --- senders --------------------------------------------------------------------------------------------
 
@@ -504,15 +509,20 @@ class Worker:
         auth_failures = 0
         try:
             while True:
-                batch = self._drop_too_old(batch, ledger)
-                if not batch:
-                    self._spool_done(leased)
-                    return
-                if not slot:
-                    if not self._slot():
+                while not slot:
+                    got = self._slot(lambda: leased is None and self._outage and self._spool_usable())
+                    if got is None:  # the service went down while this batch waited: to disk, behind the rest
+                        if self._park(batch, ledger, None, None):
+                            return
+                        continue
+                    if not got:
                         self._park(batch, ledger, leased, "shutdown")
                         return
                     slot = True
+                batch = self._drop_too_old(batch, ledger)  # after the wait for a slot: time has passed
+                if not batch:
+                    self._spool_done(leased)
+                    return
                 remaining = self._remaining()
                 if remaining is not None and remaining <= 0:
                     self._park(batch, ledger, leased, "shutdown")
@@ -655,9 +665,7 @@ class Worker:
         if self._to_spool(batch, ledger):
             return True
         if reason is not None:
-            ledger.dropped(reason, len(batch))
-            if reason == "shutdown":
-                notice.say("shutdown", f"{len(batch)} event(s) not delivered within the grace period")
+            ledger.dropped(reason, len(batch))  # "shutdown": the handler says it, in one line (_report_left)
         return False
 
     def _spool_done(self, leased: SpoolFile | None) -> None:
