@@ -113,8 +113,9 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         print("(plain http to another host: the client refuses it unless allow_insecure=True; "
               "serve https with --tls-cert)", flush=True)  # fmt: skip
     elif args.host in ("0.0.0.0", "::", ""):
-        print(f"from other machines: {emu.local_url.split('://')[0]}://<this machine's address>:"
-              f"{emu.local_url.rsplit(':', 1)[1]}", flush=True)  # fmt: skip
+        scheme, port = emu.local_url.split("://")[0], emu.local_url.rsplit(":", 1)[1]
+        note = " (plain http to another host: clients there need allow_insecure=True)" if scheme == "http" else ""
+        print(f"from other machines: {scheme}://<this machine's address>:{port}{note}", flush=True)
     try:
         emu.serve_forever()
     except KeyboardInterrupt:

@@ -32,9 +32,9 @@ def exposure_warning(host: str, anyone_gets_in: bool) -> str | None:
         return None
     where = "every address of this machine" if host in _EVERY_ADDRESS else host
     return (
-        f"WARNING: the emulator is open (no --ak/--sk or --token) and listens on {where}: anyone who can "
-        "reach this port can read and write its events and use its admin routes (reset, faults, revoke). "
-        "Listen on 127.0.0.1, or require credentials with --ak/--sk or --token."
+        f"WARNING: the emulator listens on {where} and lets anyone in (no --ak/--sk or --token; --metadata "
+        "alone hands keys to whoever asks): anyone who can reach this port can read and write its events and "
+        "use its admin routes (reset, faults, revoke). Listen on 127.0.0.1, or require --ak/--sk or --token."
     )
 
 
