@@ -418,6 +418,19 @@ def test_admin_routes_need_the_api_credentials(mode: str) -> None:
         assert emu.admin("POST", "reset") == {"reset": True} and emu.count() == 0
 
 
+def test_non_ascii_credentials_get_401_not_500(emu_aksk: Emulator) -> None:
+    from ces_logging.auth import format_sdk_date
+
+    path = f"/V1.0/{PROJECT}/events"
+    sig = f"X-Sdk-Date: {format_sdk_date()}\r\nAuthorization: SDK-HMAC-SHA256 Access={AK}, "
+    sig += "SignedHeaders=host;x-sdk-date, Signature=\xe9\xe9\r\n"
+    for extra in (sig, "X-Auth-Token: \xe9t\xe9\r\n"):
+        req = f"POST {path} HTTP/1.1\r\nHost: x\r\n{extra}Content-Length: 2\r\nConnection: close\r\n\r\n[]"
+        out = _raw(emu_aksk, req.encode("latin-1"))
+        assert out.startswith(b"HTTP/1.1 401"), out[:80]
+    assert emu_aksk.stats().get("internal_errors", 0) == 0
+
+
 def test_admin_routes_stay_open_in_open_mode(emu: Emulator) -> None:
     assert requests.get(f"{emu.url}/_emulator/stats", timeout=5).status_code == 200
 

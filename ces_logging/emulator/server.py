@@ -353,7 +353,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         canonical = signing.canonical_request(self.command, parts.path, parts.query, headers, signed, body)
         expected = signing.signature(key.sk, date, canonical)
-        if not hmac.compare_digest(expected, sig):
+        if not hmac.compare_digest(expected.encode(), sig.encode("utf-8", "replace")):  # str needs ASCII
             return "signature does not match"
         return None
 
