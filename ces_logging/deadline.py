@@ -88,7 +88,8 @@ class _Watchdog:
                         for s in scope.socks:
                             _kill(s)
                 self._waiting_until = self._heap[0][0] if self._heap else None
-                self._cond.wait(None if self._waiting_until is None else self._waiting_until - now)
+                # At most an hour at a time: an infinite timeout would overflow the lock's wait.
+                self._cond.wait(None if self._waiting_until is None else min(self._waiting_until - now, 3600.0))
 
 
 def _kill(sock: socket.socket) -> None:
