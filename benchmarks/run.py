@@ -133,7 +133,11 @@ def settled(count: Any, tries: int = 20) -> int:
 def ces_stored(url: str) -> int:
     import requests
 
-    return int(requests.get(f"{url}/_emulator/stats", timeout=10).json().get("events_in_store", 0))
+    from ces_logging.auth import AKSKAuth
+
+    # The emulator runs with --ak/--sk: its admin routes want a signature too.
+    r = requests.get(f"{url}/_emulator/stats", auth=AKSKAuth(AK, SK), timeout=10)
+    return int(r.json().get("events_in_store", 0))
 
 
 # --- 1. caller cost ----------------------------------------------------------------------------------------------

@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, NoReturn, TextIO
+from urllib.parse import urlsplit
 
 from . import __version__
 from .client import CESClient
-from .config import REGIONS
+from .config import REGIONS, is_loopback
 from .errors import CESAuthError, CESError, CESTransportError, ConfigError
 from .events import LEVELS, STATES, SUB_EVENT_TYPES, EventRecord, now_ms
 
@@ -83,19 +84,38 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         verbose=args.verbose,
+        max_connections=args.max_connections,
+        idle_timeout=args.idle_timeout,
     )
 
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    auth = "AK/SK signatures" if args.ak else "X-Auth-Token" if args.token else None
     print(f"CES emulator serving {emu.url}  (db: {args.db})", flush=True)
-    if auth:
-        print(f"authentication: {auth} required", flush=True)
+    schemes = []
+    if args.ak:
+        schemes.append("AK/SK signatures" + (" with a security token" if args.security_token else ""))
+    if args.token:
+        schemes.append("X-Auth-Token")
+    if args.metadata:
+        schemes.append(f"temporary keys from the metadata stand-in (CES_METADATA_URL={emu.local_url})")
+    if schemes:
+        print(f"authentication: {' or '.join(schemes)} required (admin routes too)", flush=True)
     else:
         print("authentication: none (open, for local development)", flush=True)
-    print(f"try: CES_ENDPOINT={emu.url} CES_PROJECT_ID=demo ces-logging send --name hello --content hi", flush=True)
+    if emu.exposure_warning:
+        sys.stderr.write(emu.exposure_warning + "\n")
+        sys.stderr.flush()
+    print(f"try: CES_ENDPOINT={emu.local_url} CES_PROJECT_ID=demo ces-logging send --name hello --content hi",
+          flush=True)  # fmt: skip
+    if emu.local_url.startswith("http://") and not is_loopback(urlsplit(emu.local_url).hostname or ""):
+        print("(plain http to another host: the client refuses it unless allow_insecure=True; "
+              "serve https with --tls-cert)", flush=True)  # fmt: skip
+    elif args.host in ("0.0.0.0", "::", ""):
+        scheme, port = emu.local_url.split("://")[0], emu.local_url.rsplit(":", 1)[1]
+        note = " (plain http to another host: clients there need allow_insecure=True)" if scheme == "http" else ""
+        print(f"from other machines: {scheme}://<this machine's address>:{port}{note}", flush=True)
     try:
         emu.serve_forever()
     except KeyboardInterrupt:
@@ -355,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tls-cert", help="serve https with this certificate (PEM) ...")
     e.add_argument("--tls-key", help="... and this private key (PEM)")
     e.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    e.add_argument("--max-connections", type=int, default=256, help="served at once; 503 beyond (default 256)")
+    e.add_argument("--idle-timeout", type=float, default=60.0, help="close a connection idle this long (s)")
     e.set_defaults(func=cmd_emulator)
 
     s = add("send", "report one custom event and print its event_id")
