@@ -124,11 +124,11 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     auth = "AK/SK signatures" if args.ak else "X-Auth-Token" if args.token else None
     print(f"CES emulator serving {emu.url}  (db: {args.db})", flush=True)
-    print(f"console: {emu.url}/  (open it in a browser to see the events)", flush=True)
     if auth:
         print(f"authentication: {auth} required", flush=True)
     else:
         print("authentication: none (open, for local development)", flush=True)
+    print(f"console: {emu.url}/  (open it in a browser: the events, newest first)", flush=True)
     print(f"try: CES_ENDPOINT={emu.url} CES_PROJECT_ID=demo ces-logging send --name hello --content hi", flush=True)
     try:
         emu.serve_forever()
