@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 # The oldest and newest supported Pythons, where pyenv has them (the newest patch release of each).
 PYENV_VERSIONS ?= $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions
+OTHER_PYTEST_ARGS ?= tests
 OTHER_PYTHONS ?= $(foreach v,3.10 3.13,$(lastword $(sort $(wildcard $(PYENV_VERSIONS)/$(v).*/bin/python3))))
 
 .PHONY: demo test lint bench test-other-pythons clean
@@ -43,7 +44,7 @@ test-other-pythons:
 	  [ -x $$venv/bin/python ] || { $$py -m venv $$venv && $$venv/bin/python -m pip install -q --upgrade pip; }; \
 	  if [ ! -f $$venv/.installed ] || [ pyproject.toml -nt $$venv/.installed ]; then \
 	    $$venv/bin/python -m pip install -q -e '.[test]' && touch $$venv/.installed; fi; \
-	  rc=0; $$venv/bin/python -m pytest -q -p no:cacheprovider tests || rc=$$?; \
+	  rc=0; $$venv/bin/python -m pytest -q -p no:cacheprovider $(OTHER_PYTEST_ARGS) || rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "Python $$v: pytest collected no test: the suite is broken there"; exit 1; fi; \
 	  if [ $$rc -ne 0 ]; then exit $$rc; fi; \
 	done
