@@ -47,7 +47,7 @@ def configure_logging(**kwargs: Any) -> None:
 
 @worker_process_shutdown.connect
 def deliver_before_the_pool_process_ends(**kwargs: Any) -> None:
-    for handler in logging.getLogger().handlers:
+    for handler in logging.root.handlers:
         if isinstance(handler, CESHandler):
             handler.close()  # delivers what is queued, within its grace_period (5 s by default)
 
