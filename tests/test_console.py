@@ -215,3 +215,30 @@ def test_page_screenshot_artefact(shop: Emulator, tmp_path: Path) -> None:
              f"{shop.url}/?project={PROJECT}&expand=1")  # fmt: skip
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000  # a rendered page, not a blank one
+
+
+@needs_chromium
+@pytest.mark.parametrize("auto", [True, False])
+def test_page_refreshes_by_itself(emu: Emulator, tmp_path: Path, auto: bool) -> None:
+    """An event that lands after the page's first read shows up without a reload, by the page's own timer
+    (the browser's virtual time runs 5 s; the page refreshes every 3 s), and only with auto-refresh on."""
+    c = CESClient(PROJECT, endpoint=emu.url)
+    c.report_events([item("first", content="there at load")])
+    store = emu.state.store
+    real_recent = store.recent
+    reads = []
+
+    def recent_then_a_new_event(*args: Any, **kwargs: Any) -> Any:
+        out = real_recent(*args, **kwargs)
+        reads.append(len(out[0]))
+        if len(reads) == 1:  # right after the page's first read: the app sends another event
+            store.add(PROJECT, [item("second", content="arrived later")])
+        return out
+
+    store.recent = recent_then_a_new_event  # type: ignore[method-assign]
+    dom = chromium(tmp_path, "--dump-dom", f"{emu.url}/?project={PROJECT}" + ("" if auto else "&auto=0")).stdout
+    shown = [r["c-content"] for r in rendered_rows(dom)]
+    if auto:
+        assert shown == ["arrived later", "there at load"] and reads[0] == 1 and len(reads) >= 2
+    else:
+        assert shown == ["there at load"] and reads == [1]
