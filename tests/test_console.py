@@ -104,9 +104,13 @@ def test_console_is_read_only(emu: Emulator) -> None:
 
 
 def test_console_answers_this_machine_when_the_emulator_checks_credentials(emu_aksk: Emulator) -> None:
-    # the API itself wants a signature; the console serves loopback clients only (see console.py)
+    from ces_logging.emulator.console import may_read
+
+    # the API itself wants a signature; the console serves loopback clients only
     assert get(emu_aksk.url + "/V1.0/p/events")[0] == 401
     assert get(emu_aksk.url + "/_console/api/projects")[0] == 200
+    assert may_read("127.0.0.1", False) and may_read("::1", False)
+    assert not may_read("192.0.2.7", False) and may_read("192.0.2.7", True)  # others: only an open emulator
 
 
 # --- the page in a real browser ----------------------------------------------------------------------------------

@@ -44,6 +44,12 @@ def serves(segs: list[str]) -> bool:
     return segs == [""] or segs == ["index.html"] or (len(segs) >= 2 and segs[0] == PREFIX)
 
 
+def may_read(client_host: str, emulator_open: bool) -> bool:
+    """Anyone may read an open emulator (its API answers anyone); one that checks credentials shows its
+    console to this machine only, so the console never reads around them."""
+    return emulator_open or is_loopback(client_host)
+
+
 @cache
 def _asset(name: str) -> bytes:
     return (resources.files(__package__ or "ces_logging.emulator") / "static" / name).read_bytes()
@@ -56,7 +62,7 @@ def respond(
     if method != "GET":
         return _reply(handler, 405, _json({"error_msg": "the console is read-only"}), "application/json",
                       {"Allow": "GET"})  # fmt: skip
-    if not open_ and not is_loopback(handler.client_address[0]):
+    if not may_read(str(handler.client_address[0]), open_):
         return _reply(handler, 403, _json({"error_msg": "the console answers this machine only"}), "application/json")
     if segs in ([""], ["index.html"]):
         return _reply(handler, 200, _asset("console.html"), "text/html; charset=utf-8")
