@@ -369,7 +369,7 @@ def _global_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
     g = p.add_argument_group("connection (before or after the command)")
     g.add_argument("--endpoint", default=d(None), help="service URL (default: CES_ENDPOINT, or the region's)")
     g.add_argument(
-        "--region", default=d(None), help=f"region, e.g. cn-north-4 (default: CES_REGION); one of {len(REGIONS)}"
+        "--region", default=d(None), help=f"region, e.g. cn-north-4 (default: CES_REGION); one of {len(REGIONS)} known"
     )
     g.add_argument(
         "--project-id", default=d(None), help="project id (default: CES_PROJECT_ID / HUAWEICLOUD_SDK_PROJECT_ID)"
