@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import queue
+import re
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -119,14 +123,43 @@ def test_logging_handler_name_is_left_alone(emu: Emulator) -> None:
     h.close()
 
 
+def _wait_for_line(p: subprocess.Popen[str], pattern: str, timeout: float = 60) -> re.Match[str]:
+    """Read the process's output (on a thread, so the wait has a deadline) until a line matches."""
+    if not hasattr(p, "_lines"):
+        lines: queue.Queue[str] = queue.Queue()
+        reader = threading.Thread(target=lambda: [lines.put(ln) for ln in p.stdout], daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        p._lines, p._reader = lines, reader  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        try:
+            line = p._lines.get(timeout=max(0.01, deadline - time.monotonic()))  # type: ignore[attr-defined]
+        except queue.Empty:
+            break
+        seen.append(line)
+        if m := re.search(pattern, line):
+            return m
+    p.kill()
+    raise AssertionError(f"no line matching {pattern!r} within {timeout} s:\n" + "".join(seen))
+
+
+def _rest_of_output(p: subprocess.Popen[str]) -> str:
+    """What the process wrote that ``_wait_for_line`` has not read, once it has ended."""
+    if not hasattr(p, "_lines"):
+        return p.communicate(timeout=30)[0]
+    p._reader.join(timeout=30)  # type: ignore[attr-defined]
+    out = []
+    while True:
+        try:
+            out.append(p._lines.get_nowait())  # type: ignore[attr-defined]
+        except queue.Empty:
+            return "".join(out)
+
+
 def _start_uvicorn(emu: Emulator) -> tuple[subprocess.Popen[str], str]:
     """``uvicorn examples.fastapi_app:app --log-config examples/uvicorn_logging.json`` on a free port, as the
     recipe says; returns the process and its base URL once it serves."""
-    import queue
-    import re
-    import threading
-    import time
-
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CES_", "HUAWEICLOUD_SDK_"))}
     env.update(CES_ENDPOINT=emu.url, CES_PROJECT_ID=PROJECT, HUAWEICLOUD_SDK_CREDENTIALS_FILE="/nonexistent")
     p = subprocess.Popen(
@@ -134,21 +167,7 @@ def _start_uvicorn(emu: Emulator) -> tuple[subprocess.Popen[str], str]:
          "--log-config", "examples/uvicorn_logging.json"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(ln) for ln in p.stdout], daemon=True).start()  # type: ignore[union-attr]
-    deadline = time.monotonic() + 60
-    seen = []
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
-        except queue.Empty:
-            break
-        seen.append(line)
-        m = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", line)
-        if m:
-            return p, m.group(1)
-    p.kill()
-    raise AssertionError("uvicorn did not start:\n" + "".join(seen))
+    return p, _wait_for_line(p, r"Uvicorn running on (http://127\.0\.0\.1:\d+)").group(1)
 
 
 def test_fastapi_under_uvicorn_unhandled_errors_reach_cloud_eye(emu: Emulator) -> None:
@@ -205,7 +224,6 @@ def test_celery_prefork_task_errors_reach_cloud_eye(emu: Emulator, mode: str) ->
     which sends its own events; with a long flush interval the ``worker_process_shutdown`` hook delivers them."""
     import signal
     import textwrap
-    import time
 
     pytest.importorskip("celery")
     from .conftest import wait_for
@@ -222,16 +240,13 @@ def test_celery_prefork_task_errors_reach_cloud_eye(emu: Emulator, mode: str) ->
         if mode == "timer":
             assert wait_for(lambda: task_events() == 2, timeout=60), "the task's events did not arrive"
         else:
-            deadline = time.monotonic() + 60  # wait until the task ran (the worker says so), then stop it
-            while time.monotonic() < deadline:
-                line = p.stdout.readline()  # type: ignore[union-attr]
-                if not line or "raised unexpected" in line:
-                    break
+            _wait_for_line(p, "raised unexpected")  # the task ran (the worker says so); now stop it
             time.sleep(0.5)
             # queued in the pool process, nothing sent yet (without the hook they would be lost at its exit)
             assert task_events() == 0
         p.send_signal(signal.SIGTERM)  # warm shutdown: the pool process ends, its hook delivers
-        out, _ = p.communicate(timeout=60)
+        p.wait(timeout=60)
+        out = _rest_of_output(p)
     finally:
         p.kill()
     assert p.returncode == 0, out
