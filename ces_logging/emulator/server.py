@@ -38,6 +38,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .. import auth as signing
 from ..events import MAX_BODY_BYTES, PROJECT_ID, default_sub_event_type, validate_query, validate_report
+from . import console
 from .store import EventStore
 
 
@@ -374,7 +375,9 @@ class _Handler(BaseHTTPRequestHandler):
             parts = urlsplit(self.path)
             segs = [unquote(s) for s in parts.path.strip("/").split("/")]
             self.state.count("requests")
-            if segs[0] == "_emulator":
+            if console.serves(segs):  # the web console and its read-only JSON API (console.py)
+                console.respond(self, method, segs, parts.query, self.state.store, not self.state.auth_required)
+            elif segs[0] == "_emulator":
                 if self._admin_allowed(body):
                     self._admin(method, segs[1:], body)
             elif segs == ["v3", "auth", "tokens"] and method == "POST":
