@@ -229,3 +229,52 @@ def test_logger_adapter(emu: Emulator) -> None:
     assert all(" shop.orders [r-42] " in content(e) for e in events)
     assert all(dims(e) == {"tenant": "acme"} for e in events)
     assert content(events[2]).endswith("ValueError: invalid literal for int() with base 10: 'twelve'")
+
+
+# --- the README's recipes --------------------------------------------------------------------------------------
+
+SECTION = (ROOT / "README.md").read_text().split("\n## Logging libraries\n", 1)[1].split("\n## ", 1)[0]
+RECIPES = re.findall(r"```python\n(.*?)```", SECTION, flags=re.S)
+# what each recipe's comments promise: {event name: [levels]}, and the dimensions of every event
+PROMISES = {
+    "wrap_for_formatter": ({"shop_checkout": ["Major"], "paymentProvider": ["Major"]}, {"provider": "acme"}),
+    "structlog.processors.JSONRenderer(),  #": ({"shop_jobs": ["Minor"]}, {}),
+    "from loguru import logger": ({"shopWorker": ["Major"]}, {"provider": "acme"}),
+    "JsonFormatter": ({"shop_api": ["Minor"]}, {}),
+    "LoggerAdapter": ({"shop_orders": ["Minor"]}, {"tenant": "acme"}),
+}
+
+
+def test_readme_section_has_every_recipe() -> None:
+    assert len(RECIPES) == 6
+    for marker in PROMISES:
+        assert sum(marker in code for code in RECIPES) == 1, marker
+    assert sum("LOGGING = {" in code for code in RECIPES) == 1
+
+
+@pytest.mark.parametrize("marker", list(PROMISES))
+def test_readme_recipe(marker: str, emu: Emulator, tmp_path: Path) -> None:
+    """Each README recipe as a script: the console's output is the events' contents, and the fields its
+    comments promise."""
+    (code,) = [c for c in RECIPES if marker in c]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CES_", "HUAWEICLOUD_SDK_"))}
+    env.update(CES_ENDPOINT=emu.url, CES_PROJECT_ID=PROJECT, HUAWEICLOUD_SDK_CREDENTIALS_FILE=str(tmp_path / "none"))
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=90)
+    assert r.returncode == 0 and "ces_logging:" not in r.stderr, r.stderr
+    events = printed_events(r.stdout, stored(emu))
+    names, dimensions = PROMISES[marker]
+    assert {n: levels(evs) for n, evs in by_name(events).items()} == names
+    assert all(dims(e) == dimensions for e in events)
+
+
+def test_readme_django_server_logging_is_the_examples() -> None:
+    """The README's LOGGING for django.server is the one examples/django_server_log.py runs (and its test checks)."""
+    (code,) = [c for c in RECIPES if "LOGGING = {" in c]
+    scope: dict[str, Any] = {}
+    exec(code, scope)
+    sys.path.insert(0, str(ROOT))
+    try:
+        from examples.django_server_log import LOGGING
+    finally:
+        sys.path.remove(str(ROOT))
+    assert scope["LOGGING"] == LOGGING
