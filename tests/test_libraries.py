@@ -7,7 +7,9 @@ StreamHandler's terminator, and nothing else. Then the fields that bound key-val
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import re
 import subprocess
@@ -16,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+from loguru import logger
 
+from ces_logging import CESHandler
 from ces_logging.emulator import Emulator
 
 from .conftest import PROJECT, ROOT
-
-pytest.importorskip("structlog")
-pytest.importorskip("loguru")
-pytest.importorskip("django")
 
 
 def run_example(emu: Emulator, script: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -229,6 +230,104 @@ def test_logger_adapter(emu: Emulator) -> None:
     assert all(" shop.orders [r-42] " in content(e) for e in events)
     assert all(dims(e) == {"tenant": "acme"} for e in events)
     assert content(events[2]).endswith("ValueError: invalid literal for int() with base 10: 'twelve'")
+
+
+# --- in process: the rule's edges (no global structlog configuration: wrap_logger; loguru's sink removed after) ---
+
+
+def handler_beside_console(
+    emu: Emulator, log: logging.Logger, formatter: logging.Formatter | None
+) -> tuple[CESHandler, io.StringIO]:
+    """A CESHandler and a StreamHandler on one logger, both with ``formatter``."""
+    printed = io.StringIO()
+    console = logging.StreamHandler(printed)
+    h = CESHandler(project_id=PROJECT, endpoint=emu.url, flush_interval=0.05)
+    for handler in (console, h):
+        if formatter is not None:
+            handler.setFormatter(formatter)
+        log.addHandler(handler)
+    return h, printed
+
+
+def assert_accounted(h: CESHandler) -> None:
+    assert h.flush(timeout=10)
+    s = h.stats
+    assert s.sent + s.dropped + s.queued == s.received and s.queued == 0
+
+
+def structlog_logger(log: logging.Logger) -> Any:
+    return structlog.wrap_logger(
+        log,
+        processors=[structlog.stdlib.add_log_level, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
+
+
+def test_structlog_bound_overrides_bad_values_are_sanitised_and_counted(
+    emu: Emulator, isolated_logger: logging.Logger
+) -> None:
+    formatter = structlog.stdlib.ProcessorFormatter(processor=structlog.processors.JSONRenderer())
+    h, printed = handler_beside_console(emu, isolated_logger, formatter)
+    log = structlog_logger(isolated_logger).bind(ces_event_name="boundName")
+    log.warning("fine", ces={"resource_id": "order-1", "event_state": "incident"}, ces_dimensions={"shop": "eu"})
+    log.warning("bad", ces_event_level="Severe", ces_dimensions="not-a-mapping")  # both ignored, counted
+    assert_accounted(h)
+    fine, bad = printed_events(printed.getvalue(), stored(emu))
+    assert fine["event_name"] == bad["event_name"] == "boundName"
+    assert (fine["detail"]["event_level"], fine["detail"]["event_state"]) == ("Minor", "incident")
+    assert fine["detail"]["resource_id"] == "order-1" and dims(fine) == {"shop": "eu"}
+    assert (bad["detail"]["event_level"], bad["detail"]["event_state"]) == ("Minor", "warning") and dims(bad) == {}
+    assert h.stats.sanitised == 2
+
+
+def test_context_is_read_when_the_record_is_logged(emu: Emulator, isolated_logger: logging.Logger) -> None:
+    """merge_contextvars in foreign_pre_chain and a mutable argument: what counts is the moment of the call (the
+    context is cleared and the argument changed before the worker could see the record)."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        processor=structlog.processors.JSONRenderer(), foreign_pre_chain=[structlog.contextvars.merge_contextvars]
+    )
+    h, printed = handler_beside_console(emu, isolated_logger, formatter)
+    basket = ["sku-1"]
+    structlog.contextvars.bind_contextvars(request_id="r-7")
+    try:
+        isolated_logger.warning("basket %s rejected", basket)
+    finally:
+        structlog.contextvars.clear_contextvars()
+    basket.append("sku-2")
+    assert_accounted(h)
+    (e,) = printed_events(printed.getvalue(), stored(emu))
+    assert json.loads(content(e)) == {"event": "basket ['sku-1'] rejected", "request_id": "r-7"}
+
+
+def test_long_rendering_is_the_printed_line_cut(emu: Emulator, isolated_logger: logging.Logger) -> None:
+    formatter = structlog.stdlib.ProcessorFormatter(processor=structlog.processors.JSONRenderer())
+    h, printed = handler_beside_console(emu, isolated_logger, formatter)
+    structlog_logger(isolated_logger).error("huge", payload="x" * 10_000)
+    assert_accounted(h)
+    (e,) = stored(emu)
+    line = printed.getvalue()[:-1]
+    head, _, tail = content(e).partition("… [truncated ")
+    assert len(line) > 10_000 and line.startswith(head) and len(head) > 3_900
+    assert tail == f"{len(line) - len(head)} chars]" and len(content(e)) <= 4096
+
+
+def test_loguru_bind_in_process(emu: Emulator) -> None:
+    """loguru passes bound values as record.extra: ces mapping and flat keys both work; a bad level is counted."""
+    h = CESHandler(project_id=PROJECT, endpoint=emu.url, event_name="loguruDefault", flush_interval=0.05)
+    sink = logger.add(h, format="{level} {message}")
+    try:
+        logger.bind(ces={"resource_id": "job-1"}, ces_event_level="Critical").warning("disk {}% full", 95)
+        logger.bind(ces_event_name="loguruBound", ces_event_level=3).info("bad level")
+        assert_accounted(h)
+    finally:
+        logger.remove(sink)
+        h.close()
+    (full,) = emu.events(PROJECT, "loguruDefault")
+    assert full["detail"]["content"] == "WARNING disk 95% full"
+    assert (full["detail"]["event_level"], full["detail"]["event_state"]) == ("Critical", "incident")
+    assert full["detail"]["resource_id"] == "job-1"
+    (bad,) = emu.events(PROJECT, "loguruBound")
+    assert bad["detail"]["event_level"] == "Info" and h.stats.sanitised == 1
 
 
 # --- the README's recipes --------------------------------------------------------------------------------------
