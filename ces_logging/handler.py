@@ -80,6 +80,8 @@ _RECORD_OVERRIDES: Final = (
     "dimensions",
     "group_id",
 )
+# TEMP (issue 16): the same overrides as flat keys, in extra=, structlog's event dict or loguru's record.extra
+_FLAT_OVERRIDES: Final = tuple((f"ces_{k}", k) for k in (*_RECORD_OVERRIDES, "event_level", "event_state"))
 _TIME_KEYS_MAX: Final = 50_000  # distinct event keys remembered for time assignment
 MAX_TIME_DRIFT_MS: Final = 300_000  # well inside the future side of the window (10 min - margins)
 
@@ -245,31 +247,39 @@ class EventBuilder:
     # --- content ---------------------------------------------------------------------------------------------
 
     def content(self, record: logging.LogRecord, message: str | None) -> str:
-        if message is None:
+        """TEMP (issue 16): the content was rendered at emit (``render``); the worker only takes it."""
+        return message if message is not None else self.render(record)
+
+    def _message(self, record: logging.LogRecord) -> str:
+        try:
+            return record.getMessage()
+        except Exception:
             self.sanitised += 1
-            message = (
+            return (
                 f"[ces_logging: could not format the log message] msg={safe_text(record.msg)} "
                 f"args={safe_text(record.args)}"
             )
-        if (
-            self.handler.formatter is None
-            and not self.json_content
-            and not (record.exc_info or record.exc_text or record.stack_info)
-        ):
-            return fit_content(safe_text(message))  # what "%(message)s" gives, without copying the record
-        r = copy.copy(record)  # the formatter must see the message taken at emit time, not the args now
-        r.msg, r.args = message, None
+
+    def render(self, record: logging.LogRecord) -> str:
+        """TEMP (issue 16): at emit, on the caller's thread, the record exactly as logged: the handler's
+        formatter (what the same formatter prints on a StreamHandler), else the message plus the traceback as
+        ``Formatter("%(message)s")`` prints it."""
+        fmt = self.handler.formatter
+        if fmt is None and not self.json_content:
+            if not (record.exc_info or record.exc_text or record.stack_info):
+                return fit_content(safe_text(self._message(record)))
+            fmt = self._default_formatter
         if self.json_content:
-            return self._json(r)
-        fmt = self.handler.formatter or self._default_formatter
+            return self._json(record)
+        assert fmt is not None
         try:
-            text = fmt.format(r)
+            text = fmt.format(record)
         except Exception as e:
             self.sanitised += 1
-            text = f"{message} [ces_logging: formatter failed: {type(e).__name__}]"
+            text = f"{self._message(record)} [ces_logging: formatter failed: {type(e).__name__}]"
         return fit_content(safe_text(text))
 
-    def _json(self, r: logging.LogRecord) -> str:
+    def _json(self, record: logging.LogRecord) -> str:
         """The record as JSON (the handler's JSON formatter, else python-json-logger's with level, logger and
         message). Too long, it is the message and then the traceback that get shorter, never the JSON text, so
         what is sent stays valid JSON."""
@@ -278,7 +288,13 @@ class EventBuilder:
             if self._json_formatter is None:
                 self._json_formatter = JsonFormatter("%(levelname)s %(name)s %(message)s")
             fmt = self._json_formatter
+        r = record
         try:
+            text = safe_text(fmt.format(record))  # the record as logged
+            if content_cost(text) <= MAX_CONTENT:
+                return text
+            r = copy.copy(record)  # too long: cut a copy's message and traceback, never the record
+            r.msg, r.args = self._message(record), None
             for _ in range(4):
                 text = safe_text(fmt.format(r))
                 excess = content_cost(text) - MAX_CONTENT
@@ -301,10 +317,7 @@ class EventBuilder:
 
     def __call__(self, item: tuple[logging.LogRecord, str | None]) -> dict[str, Any]:
         record, message = item
-        over = getattr(record, "ces", None)
-        if over is not None and not isinstance(over, Mapping):
-            self.sanitised += 1
-            over = None
+        over = self._overrides(record)
         values = self.defaults
         name = self.event_name or self._name_for(record.name)
         dims = self.dimensions
@@ -323,7 +336,24 @@ class EventBuilder:
             if "dimensions" in over:
                 dims = self._merge_dimensions(over["dimensions"])
         level = self.level_for(record.levelno)
-        state = self.state_map.get(level, "normal")
+        state = None
+        if over:
+            if "event_level" in over:
+                lv = over["event_level"]
+                lv = lv.capitalize() if isinstance(lv, str) else lv
+                if lv in LEVELS:
+                    level = lv
+                else:
+                    self.sanitised += 1
+            if "event_state" in over:
+                st = over["event_state"]
+                st = st.lower() if isinstance(st, str) else st
+                if st in STATES:
+                    state = st
+                else:
+                    self.sanitised += 1
+        if state is None:
+            state = self.state_map.get(level, "normal")
         detail: dict[str, Any] = {
             "event_type": EVENT_TYPE_CUSTOM,
             "sub_event_type": SUB_EVENT_CUSTOM,
@@ -339,6 +369,30 @@ class EventBuilder:
         event = {"event_name": name, "event_source": self.event_source, "time": 0, "detail": detail}
         event["time"] = TIMES.assign(event_key(event), int(record.created * 1000))
         return event
+
+    def _overrides(self, record: logging.LogRecord) -> dict[str, Any]:
+        """TEMP (issue 16): ``ces`` (a mapping) or flat ``ces_...`` keys, from structlog's event dict in
+        ``record.msg``, loguru's bound values in ``record.extra``, and the record's own attributes (``extra=``),
+        later sources winning."""
+        over: dict[str, Any] = {}
+        sources: list[Mapping[str, Any]] = []
+        if isinstance(record.msg, Mapping):
+            sources.append(record.msg)
+        loguru_extra = record.__dict__.get("extra")
+        if isinstance(loguru_extra, Mapping):
+            sources.append(loguru_extra)
+        sources.append(record.__dict__)
+        for src in sources:
+            ces = src.get("ces")
+            if ces is not None:
+                if isinstance(ces, Mapping):
+                    over.update(ces)
+                else:
+                    self.sanitised += 1
+            for flat, key in _FLAT_OVERRIDES:
+                if flat in src:
+                    over[key] = src[flat]
+        return over
 
     def _merge_dimensions(self, extra: object) -> dict[str, str]:
         dims = dict(self.dimensions)
@@ -525,11 +579,8 @@ class CESHandler(logging.Handler):
             if len(pending) >= self.queue_size:
                 self._count_emit_drop("queue_full")
                 return
-            try:
-                message: str | None = record.getMessage()  # now: args may change after the call returns
-            except Exception:
-                message = None  # the worker makes an event that says so
-            pending.append((record, message))
+            # TEMP (issue 16): rendered now, on the caller's thread, from the record as logged
+            pending.append((record, self.builder.render(record)))
             n = len(pending)
             if n == 1 or n == self.batch_size:  # the first record of a batch, and the one that fills it
                 self._worker.wakeup.set()
