@@ -1,0 +1,25 @@
+"""A Flask app for gunicorn: ``/err`` logs the same error every time (identical event fields), ``/health`` logs
+nothing. ``gunicorn tests.apps.flask_app:app``"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+import ces_logging
+
+ces_logging.configure(level="WARNING", event_name="flaskErr", event_source="proc.flask", flush_interval=60)
+
+app = Flask(__name__)
+
+
+@app.route("/health")
+def health() -> str:
+    return "ok"
+
+
+@app.route("/err")
+def err() -> str:
+    logging.getLogger("proc.flask").error("payment failed")
+    return "logged"
