@@ -24,7 +24,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -496,9 +495,10 @@ class ServerCase:
     needs: tuple[str, ...]
     argv: Callable[[int], list[str]]  # port -> argv after ``python -m``
     event_name: str
-    # requests: about 50 a process, below a batch (100), so that every record still waits in its process's
-    # queue when SIGTERM comes, and the way the process stops decides whether it is delivered
-    n: int = 200
+    processes: int  # that serve requests: the test waits until each has answered
+    # Requests: 50 a process, so that (spread evenly) each process's records stay below a batch (100) and still
+    # wait in its queue when SIGTERM comes: the way the process stops decides whether they are delivered.
+    per_process: int = 50
 
 
 def _gunicorn(*opts: str, app: str = "tests.apps.flask_app:app") -> Callable[[int], list[str]]:
@@ -506,26 +506,28 @@ def _gunicorn(*opts: str, app: str = "tests.apps.flask_app:app") -> Callable[[in
 
 
 SERVERS = [
-    ServerCase("gunicorn-sync-w4-flask", ("gunicorn", "flask"), _gunicorn("-w", "4"), "flaskErr"),
-    ServerCase("gunicorn-preload-w4-flask", ("gunicorn", "flask"), _gunicorn("-w", "4", "--preload"), "flaskErr"),
+    ServerCase("gunicorn-sync-w4-flask", ("gunicorn", "flask"), _gunicorn("-w", "4"), "flaskErr", 4),
+    ServerCase("gunicorn-preload-w4-flask", ("gunicorn", "flask"), _gunicorn("-w", "4", "--preload"), "flaskErr", 4),
     ServerCase(
         "gunicorn-gthread-w4-t4-flask",
         ("gunicorn", "flask"),
         _gunicorn("-w", "4", "-k", "gthread", "--threads", "4"),
         "flaskErr",
+        4,
     ),
     ServerCase(
         "gunicorn-sync-w4-django",
         ("gunicorn", "django"),
         _gunicorn("-w", "4", app="tests.apps.django_app:application"),
         "djangoErr",
+        4,
     ),
     ServerCase(
         "gunicorn-uvicornworker-w2-asgi",
         ("gunicorn", "uvicorn"),
         _gunicorn("-w", "2", "-k", _uvicorn_worker_class() or "missing", app="tests.apps.asgi_app:app"),
         "asgiErr",
-        100,
+        2,
     ),
     ServerCase(
         "uvicorn-workers2-asgi",
@@ -541,14 +543,14 @@ SERVERS = [
             "tests.apps.asgi_app:app",
         ],
         "asgiErr",
-        100,
+        2,
     ),
     ServerCase(
         "uvicorn-single-asgi",
         ("uvicorn",),
         lambda port: ["uvicorn", "--host", "127.0.0.1", "--port", str(port), "tests.apps.asgi_app:app"],
         "asgiErr",
-        50,
+        1,
     ),
 ]
 
@@ -574,12 +576,21 @@ def serving(case: ServerCase, emu: Emulator, log_path: Path) -> Iterator[tuple[s
             if proc.poll() is not None:
                 return True
             try:
-                return requests.get(f"{base}/health", timeout=2).status_code == 200
+                return get(f"{base}/health").status_code == 200
             except requests.RequestException:
                 return False
 
         assert wait_for(up, timeout=60, interval=0.2), "server did not start:\n" + log_path.read_text()
         assert proc.poll() is None, "server exited at start:\n" + log_path.read_text()
+        pids: set[str] = set()
+
+        def all_workers_up() -> bool:
+            pids.add(get(f"{base}/health").text)
+            return len(pids) >= case.processes
+
+        assert wait_for(all_workers_up, timeout=60, interval=0.05), (
+            f"workers answering: {pids}\n" + log_path.read_text()
+        )
         yield proc, base
     finally:
         with suppress(ProcessLookupError):
@@ -587,18 +598,16 @@ def serving(case: ServerCase, emu: Emulator, log_path: Path) -> Iterator[tuple[s
         proc.wait(10)
 
 
+def get(url: str) -> requests.Response:
+    """A GET on a new connection (no keep-alive): the kernel hands each connection to whichever worker
+    accepts first, so requests spread over the workers, as many clients' would."""
+    return requests.get(url, timeout=15, headers={"Connection": "close"})
+
+
 def hit(url: str, n: int, concurrency: int = 8) -> list[int]:
-    """``n`` GETs from ``concurrency`` threads, each with a session of its own."""
-    local = threading.local()
-
-    def one(_: int) -> int:
-        s = getattr(local, "session", None)
-        if s is None:
-            s = local.session = requests.Session()
-        return s.get(url, timeout=15).status_code
-
+    """``n`` GETs from ``concurrency`` threads."""
     with ThreadPoolExecutor(concurrency) as pool:
-        return list(pool.map(one, range(n)))
+        return list(pool.map(lambda _: get(url).status_code, range(n)))
 
 
 @pytest.mark.parametrize("case", SERVERS, ids=[c.id for c in SERVERS])
@@ -611,8 +620,9 @@ def test_server_stopped_by_sigterm_stores_every_error(emu: Emulator, tmp_path: P
         pytest.skip(f"not installed: {', '.join(missing) or 'a UvicornWorker'}")
     log_path = tmp_path / "server.log"
     with serving(case, emu, log_path) as (proc, base):
-        codes = hit(f"{base}/err", case.n)
-        assert codes == [200] * case.n
+        n = case.per_process * case.processes
+        codes = hit(f"{base}/err", n)
+        assert codes == [200] * n
         proc.send_signal(signal.SIGTERM)
         try:
             rc = proc.wait(40)
@@ -621,5 +631,5 @@ def test_server_stopped_by_sigterm_stores_every_error(emu: Emulator, tmp_path: P
     log = log_path.read_text()
     assert rc in (0, -signal.SIGTERM), log
     assert "Traceback" not in log, log
-    wait_for(lambda: stored(emu, case.event_name) >= case.n, timeout=5)  # a worker the master did not wait for
-    assert stored(emu, case.event_name) == case.n, log
+    wait_for(lambda: stored(emu, case.event_name) >= n, timeout=5)  # a worker the master did not wait for
+    assert stored(emu, case.event_name) == n, log

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,6 +33,6 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         _log.error("payment failed")
         body = b"logged"
     else:
-        body = b"ok"
+        body = str(os.getpid()).encode()  # the tests wait until every worker has answered
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": body})

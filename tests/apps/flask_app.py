@@ -1,9 +1,10 @@
 """A Flask app for gunicorn: ``/err`` logs the same error every time (identical event fields), ``/health`` logs
-nothing. ``gunicorn tests.apps.flask_app:app``"""
+nothing and answers the worker's pid. ``gunicorn tests.apps.flask_app:app``"""
 
 from __future__ import annotations
 
 import logging
+import os
 
 from flask import Flask
 
@@ -16,7 +17,7 @@ app = Flask(__name__)
 
 @app.route("/health")
 def health() -> str:
-    return "ok"
+    return str(os.getpid())  # the tests wait until every worker has answered
 
 
 @app.route("/err")
