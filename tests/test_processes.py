@@ -499,21 +499,40 @@ class ServerCase:
     # Requests: 50 a process, so that (spread evenly) each process's records stay below a batch (100) and still
     # wait in its queue when SIGTERM comes: the way the process stops decides whether they are delivered.
     per_process: int = 50
+    boot_records: int = 0  # flaskBoot records the app logs at import: one per process that imports it
+
+
+def _gunicorn_own_options() -> list[str]:
+    """No control socket (gunicorn 24+ makes one in $HOME, shared by every gunicorn a machine runs)."""
+    try:
+        from gunicorn.config import KNOWN_SETTINGS
+    except ImportError:
+        return []
+    return ["--no-control-socket"] if any("--no-control-socket" in (s.cli or []) for s in KNOWN_SETTINGS) else []
 
 
 def _gunicorn(*opts: str, app: str = "tests.apps.flask_app:app") -> Callable[[int], list[str]]:
-    return lambda port: ["gunicorn", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "20", *opts, app]
+    own = _gunicorn_own_options()
+    return lambda port: ["gunicorn", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "20", *own, *opts, app]
 
 
 SERVERS = [
-    ServerCase("gunicorn-sync-w4-flask", ("gunicorn", "flask"), _gunicorn("-w", "4"), "flaskErr", 4),
-    ServerCase("gunicorn-preload-w4-flask", ("gunicorn", "flask"), _gunicorn("-w", "4", "--preload"), "flaskErr", 4),
+    ServerCase("gunicorn-sync-w4-flask", ("gunicorn", "flask"), _gunicorn("-w", "4"), "flaskErr", 4, boot_records=4),
+    ServerCase(
+        "gunicorn-preload-w4-flask",
+        ("gunicorn", "flask"),
+        _gunicorn("-w", "4", "--preload"),
+        "flaskErr",
+        4,
+        boot_records=1,
+    ),
     ServerCase(
         "gunicorn-gthread-w4-t4-flask",
         ("gunicorn", "flask"),
         _gunicorn("-w", "4", "-k", "gthread", "--threads", "4"),
         "flaskErr",
         4,
+        boot_records=4,
     ),
     ServerCase(
         "gunicorn-sync-w4-django",
@@ -614,7 +633,9 @@ def hit(url: str, n: int, concurrency: int = 8) -> list[int]:
 def test_server_stopped_by_sigterm_stores_every_error(emu: Emulator, tmp_path: Path, case: ServerCase) -> None:
     """Requests (8 at a time; about 50 a process) to a view that logs the same error, spread over the server's
     processes and threads; then SIGTERM to the server, as a deploy or ``docker stop`` does. The server exits,
-    and every error is stored: none merged with another process's, none lost with a worker's queue."""
+    and every error is stored: none merged with another process's, none lost with a worker's queue. The Flask
+    app also logs one record at import: stored once per importing process (with --preload, the master's once,
+    not once more per forked worker)."""
     missing = [m for m in case.needs if not _has(m)]
     if missing or "missing" in " ".join(case.argv(0)):
         pytest.skip(f"not installed: {', '.join(missing) or 'a UvicornWorker'}")
@@ -633,3 +654,5 @@ def test_server_stopped_by_sigterm_stores_every_error(emu: Emulator, tmp_path: P
     assert "Traceback" not in log, log
     wait_for(lambda: stored(emu, case.event_name) >= n, timeout=5)  # a worker the master did not wait for
     assert stored(emu, case.event_name) == n, log
+    if case.boot_records:  # each importing process's one record, once: not lost, merged or copied by a fork
+        assert stored(emu, "flaskBoot") == case.boot_records, log
