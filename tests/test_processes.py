@@ -27,7 +27,7 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +189,7 @@ def test_process_identity_can_be_turned_off(emu: Emulator) -> None:
 # --- 2. SIGTERM -----------------------------------------------------------------------------------------------
 
 
-def _sigterm_child(emu: Emulator, mode: str, n: int, **options: Any) -> Any:
+def _sigterm_child(emu: Emulator, mode: str, n: int, **options: Any) -> AbstractContextManager[Child]:
     return child(
         [sys.executable, str(APPS / "sigterm_script.py"), mode, str(n), json.dumps(options)], child_env(emu.url)
     )
@@ -241,7 +241,6 @@ def test_sigterm_with_a_hung_service_is_bounded_by_the_grace_period(emu: Emulato
         assert c.line(30) == "READY"
         c.proc.send_signal(signal.SIGTERM)
         rc, _, err = c.wait(2 + 4)
-        emu.clear_faults()
     assert rc == -signal.SIGTERM, f"still running 6 s after SIGTERM with grace_period=2: {err}"
     assert "ces_logging" in err and re.search(r"\b50\b", err), err
 
@@ -291,13 +290,14 @@ def test_multiprocessing_workers_deliver(emu: Emulator, method: str, mode: str) 
 LATE_STATS = """
     import atexit, dataclasses, json
     handlers = []
-    # registered before ces_logging is imported, so it runs after ces_logging's exit drain (atexit is LIFO)
+    # registered before logging and ces_logging are imported, so it runs last (atexit is LIFO): after
+    # ces_logging's exit drain and logging.shutdown(), the stats are the final ones
     atexit.register(lambda: print(json.dumps(dataclasses.asdict(handlers[0].stats)), flush=True))
     import logging, ces_logging
 """
 
 
-def _hung_exit(emu_url: str) -> Any:
+def _hung_exit(emu_url: str) -> AbstractContextManager[Child]:
     code = (
         LATE_STATS
         + """
@@ -310,10 +310,10 @@ def _hung_exit(emu_url: str) -> Any:
     return child([sys.executable, "-c", textwrap.dedent(code)], child_env(emu_url))
 
 
-def _bounded_exit(ctx: Any) -> tuple[int | None, str, str]:
+def _bounded_exit(ctx: AbstractContextManager[Child]) -> tuple[int | None, str, str]:
     with ctx as c:
         assert c.line(30) == "LOGGED"
-        return c.wait(2 + 4)  # type: ignore[no-any-return]  # grace_period 2 s plus slack; request timeout 30 s
+        return c.wait(2 + 4)  # grace_period 2 s plus slack; the request timeout is 30 s
 
 
 def test_exit_with_a_hanging_service_is_bounded(emu: Emulator) -> None:
