@@ -656,3 +656,30 @@ def test_server_stopped_by_sigterm_stores_every_error(emu: Emulator, tmp_path: P
     assert stored(emu, case.event_name) == n, log
     if case.boot_records:  # each importing process's one record, once: not lost, merged or copied by a fork
         assert stored(emu, "flaskBoot") == case.boot_records, log
+
+
+ASGI_SERVERS = [c for c in SERVERS if c.event_name == "asgiErr"]
+
+
+@pytest.mark.parametrize("case", ASGI_SERVERS, ids=[c.id for c in ASGI_SERVERS])
+def test_record_logged_in_the_graceful_shutdown_after_sigterm_is_stored(
+    emu: Emulator, tmp_path: Path, case: ServerCase
+) -> None:
+    """uvicorn's graceful shutdown runs after SIGTERM (the app's lifespan shutdown logs one warning in each
+    worker), then uvicorn puts back the default disposition and raises SIGTERM again, so no atexit runs: the
+    warning logged in between is stored all the same, once per worker."""
+    missing = [m for m in case.needs if not _has(m)]
+    if missing or "missing" in " ".join(case.argv(0)):
+        pytest.skip(f"not installed: {', '.join(missing) or 'a UvicornWorker'}")
+    log_path = tmp_path / "server.log"
+    with serving(case, emu, log_path) as (proc, _):
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(40)
+        except subprocess.TimeoutExpired:
+            pytest.fail("server still running 40 s after SIGTERM:\n" + log_path.read_text())
+    log = log_path.read_text()
+    assert rc in (0, -signal.SIGTERM), log
+    assert "Traceback" not in log and log.count("Application shutdown complete") == case.processes, log
+    wait_for(lambda: stored(emu, "asgiStop") >= case.processes, timeout=5)
+    assert stored(emu, "asgiStop") == case.processes, log

@@ -1,4 +1,6 @@
-"""A bare ASGI app (no framework, so no extra dependency) for uvicorn and gunicorn's UvicornWorker.
+"""A bare ASGI app (no framework, so no extra dependency) for uvicorn and gunicorn's UvicornWorker. ``/err``
+logs the same error every time; the lifespan shutdown (after SIGTERM, before uvicorn raises SIGTERM again with
+the default disposition) logs one ``asgiStop`` warning.
 ``uvicorn tests.apps.asgi_app:app``"""
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
+            elif message["type"] == "lifespan.shutdown":  # the server's graceful shutdown, after SIGTERM
+                _log.warning("app stopping", extra={"ces": {"event_name": "asgiStop"}})
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     if scope["type"] != "http":
