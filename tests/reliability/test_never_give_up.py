@@ -449,7 +449,7 @@ def test_7_a_signal_handler_firing_inside_emit(kind: str) -> None:
     emit. ``raises``: it raises a timeout exception (the ``signal.alarm`` pattern) that the loop catches.
     Afterwards flush says True, ``queued`` is 0, the invariant holds and the emulator stored what ``sent``
     says. Where a signal lands depends on where the interpreter checks for them (on CPython 3.11, inside emit,
-    only after a call returns); the test below puts the same effect at every line, one at a time."""
+    only after a call returns); the test below puts the same effect before every bytecode, one at a time."""
     try:
         r = run_python(SIGNALS.format(kind=kind, project=PROJECT), timeout=90)
     except subprocess.TimeoutExpired as e:
@@ -562,7 +562,7 @@ INJECT = """
 
 
 @pytest.mark.parametrize("kind", ["logs", "raises"])
-def test_7_a_signal_at_any_line_of_emit(kind: str) -> None:
+def test_7_a_signal_at_any_bytecode_of_emit(kind: str) -> None:
     """The deterministic form of the test above. A signal handler runs between two bytecodes of the app's
     thread; at which ones depends on the Python version (3.11: after calls, at loops, at function entry). Here
     its effect is injected (with a trace function) before each bytecode the app's thread runs inside the
