@@ -15,9 +15,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -182,6 +184,20 @@ class StaticCredentials:
         return f"StaticCredentials({self._creds!r})"
 
 
+_PROVIDERS: weakref.WeakSet[RefreshingProvider] = weakref.WeakSet()
+
+
+def _renew_locks_after_fork() -> None:
+    """A fork while a worker waits on a token or key fetch copies the held lock into the child, whose worker
+    would then wait for ever: every provider gets a new lock (and fetches again) in the child."""
+    for p in list(_PROVIDERS):
+        p._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_locks_after_fork)
+
+
 class RefreshingProvider:
     """Caches a value with an expiry; fetches a new one ``refresh_before`` seconds ahead of it, or after
     ``invalidate()``. Thread-safe: one fetch at a time, the others wait for it."""
@@ -189,6 +205,7 @@ class RefreshingProvider:
     def __init__(self, refresh_before: float) -> None:
         self._refresh_before = refresh_before
         self._lock = threading.Lock()
+        _PROVIDERS.add(self)
         self._value: Any = None
         self._expires_at: float | None = None
 

@@ -357,12 +357,16 @@ class Worker:
                 if self._spool_backlog:
                     wait = min(wait, max(0.0, self._next_probe - time.monotonic()))
                 self.wakeup.wait(wait)
-            except Exception as e:  # a bug here must not end delivery: say it once, go on
+            except BaseException as e:  # a bug here must not end delivery: say it once, go on
                 errors += 1
-                notice.say("worker-bug", f"worker error (recovering): {type(e).__name__}: {e}")
+                self._say("worker-bug", f"worker error (recovering): {type(e).__name__}: {e}")
                 if errors > 100:
                     raise
                 time.sleep(min(1.0, 0.01 * errors))
+
+    def _say(self, reason: str, text: str) -> bool:
+        """One line per reason and minute, per worker (two handlers' troubles are two stories)."""
+        return notice.say(f"{id(self)}:{reason}", text)
 
     _WORDS: Final = {
         "queue_full": "the buffer was full (the service is slower than the app logs; see queue_size, "
@@ -376,7 +380,7 @@ class Worker:
         for reason, n in self.buffer.refused_counts().items():
             if n > seen.get(reason, 0):
                 new = n - seen.get(reason, 0)
-                if notice.say(f"refused-{reason}", f"{new} event(s) dropped: {self._WORDS.get(reason, reason)}"):
+                if self._say(f"refused-{reason}", f"{new} event(s) dropped: {self._WORDS.get(reason, reason)}"):
                     seen[reason] = n
 
     def _idle(self) -> bool:
@@ -406,7 +410,7 @@ class Worker:
             try:
                 ev = self.build(item, now)
             except Exception as e:  # a bug: the builder is meant never to raise
-                notice.say("build-bug", f"could not build an event: {type(e).__name__}: {e}")
+                self._say("build-bug", f"could not build an event: {type(e).__name__}: {e}")
                 ev = "error"
             if isinstance(ev, str):
                 reasons[ev] += 1
@@ -415,7 +419,7 @@ class Worker:
         for reason, n in reasons.items():
             ledger.dropped(reason, n)
             if reason == "key_rate":
-                notice.say("key_rate", f"{n} event(s) dropped: over 1,000 a second with the same fields for minutes")
+                self._say("key_rate", f"{n} event(s) dropped: over 1,000 a second with the same fields for minutes")
         return batch
 
     def _dispatch(self, batch: list[Event], ledger: Ledger, leased: SpoolFile | None = None) -> None:
@@ -481,8 +485,8 @@ class Worker:
                     return
                 try:
                     self._send_with_retries(job.batch, job.ledger, job.leased)
-                except Exception as e:  # a bug: account for the batch, never lose the count
-                    notice.say("send-bug", f"unexpected error while sending: {type(e).__name__}: {e}")
+                except BaseException as e:  # a bug (or a library's BaseException): count the batch, go on
+                    self._say("send-bug", f"unexpected error while sending: {type(e).__name__}: {e}")
                     job.ledger.dropped("error", len(job.batch))
                 finally:
                     with self._sender_cond:
@@ -496,7 +500,7 @@ class Worker:
         fresh = [e for e in batch if sendable(e["time"])]
         if len(fresh) < len(batch):
             ledger.dropped("too_old", len(batch) - len(fresh))
-            notice.say("too_old", f"{len(batch) - len(fresh)} event(s) dropped: older than the service accepts (1 h)")
+            self._say("too_old", f"{len(batch) - len(fresh)} event(s) dropped: older than the service accepts (1 h)")
         return fresh
 
     def _send_with_retries(
@@ -545,7 +549,7 @@ class Worker:
                     auth_failures += 1
                     if auth_failures >= AUTH_ATTEMPTS or e.status == 403:
                         ledger.dropped("auth", len(batch))
-                        notice.say("auth", f"credentials refused, {len(batch)} event(s) dropped: {e}")
+                        self._say("auth", f"credentials refused, {len(batch)} event(s) dropped: {e}")
                         self._spool_done(leased)
                         return
                     self.stats.add_retry()
@@ -561,7 +565,7 @@ class Worker:
                         if self._park(batch, ledger, leased, None):
                             self._outage = True
                             self._next_probe = time.monotonic() + delay
-                            notice.say("outage", f"service unavailable ({e}); events wait in the spool")
+                            self._say("outage", f"service unavailable ({e}); events wait in the spool")
                             return
                     else:
                         attempt += 1
@@ -569,7 +573,7 @@ class Worker:
                         self.throttle.release(False, delay)
                         slot = False
                         if attempt == 3:
-                            notice.say("retrying", f"service unavailable ({e}); retrying")
+                            self._say("retrying", f"service unavailable ({e}); retrying")
                     remaining = self._remaining()
                     if remaining is not None and delay >= remaining:
                         self._park(batch, ledger, leased, "shutdown")
@@ -579,7 +583,7 @@ class Worker:
                     self.throttle.release(True)
                     slot = False
                     ledger.dropped("error", len(batch))
-                    notice.say("send-bug", f"unexpected error while sending: {type(e).__name__}: {e}")
+                    self._say("send-bug", f"unexpected error while sending: {type(e).__name__}: {e}")
                     self._spool_done(leased)
                     return
                 else:
@@ -609,7 +613,7 @@ class Worker:
         alone, drop those as ``rejected`` and deliver the rest."""
         if len(batch) == 1 or err.status in (404,):
             ledger.dropped("rejected", len(batch))
-            notice.say("rejected", f"service refused {len(batch)} event(s): {err}")
+            self._say("rejected", f"service refused {len(batch)} event(s): {err}")
             return
         mid = len(batch) // 2
         for half in (batch[:mid], batch[mid:]):
@@ -626,7 +630,7 @@ class Worker:
         try:
             return fn(*args)
         except OSError as e:
-            notice.say(
+            self._say(
                 "spool-error",
                 f"spool at {getattr(self.spool, 'dir', '?')} failed ({type(e).__name__}: {e.strerror or e}); "
                 "keeping events in memory and trying the disk again in 30 s",
@@ -646,7 +650,7 @@ class Worker:
         for f in evicted:
             kind = "own" if f.owner == spool.owner else "recovered"
             Ledger(self.stats, kind, f.owner).dropped("spool_full", f.count)
-            notice.say("spool_full", f"spool over its size cap: {f.count} event(s) of the oldest batch dropped")
+            self._say("spool_full", f"spool over its size cap: {f.count} event(s) of the oldest batch dropped")
         ledger.spooled(len(batch))
         self._spool_backlog = True
         return True
@@ -699,7 +703,7 @@ class Worker:
         ledger = Ledger(self.stats, kind, leased.owner)
         if problem is not None:  # unreadable or invalid: it can never be sent
             ledger.dropped("error", leased.count)
-            notice.say("spool-bad-file", f"spool file {leased.path.name} dropped ({problem}): {leased.count} event(s)")
+            self._say("spool-bad-file", f"spool file {leased.path.name} dropped ({problem}): {leased.count} event(s)")
             return True
         if self._outage:
             self._probing = True
