@@ -251,7 +251,8 @@ class CESHandler(logging.Handler):
         self._reported_lost = 0
         self._restarts = 0
         self._flushed_drops = 0
-        self._start_lock = threading.Lock()
+        self._start_lock = threading.RLock()
+        self._starting_since = 0.0
         self.spool: Spool | None = None
         self.client: CESClient | None
         if client is None and _nothing_configured(env, project_id=project_id, region=region, endpoint=endpoint):
@@ -360,8 +361,13 @@ class CESHandler(logging.Handler):
                         self._start()
             if lifecycle.terminating():
                 self._deliver_now()
-        except Exception:  # a bug of ours: never the app's problem, and never an uncounted record
-            if not appended:
+        except Exception as e:
+            if not _raised_here(e):
+                # Raised by the app's own signal handler between two of our bytecodes (the ``signal.alarm``
+                # timeout pattern): it is the app's, so it goes on to the app. The record counts only if it
+                # was already appended (one step), so the counts hold either way.
+                raise
+            if not appended:  # a bug of ours: never the app's problem, and never an uncounted record
                 with contextlib.suppress(Exception):
                     buf.refuse("error")
             self.handleError(record)
@@ -401,14 +407,20 @@ class CESHandler(logging.Handler):
 
     def _start(self) -> None:
         """Start the worker, or replace one that died of a bug (at most ``MAX_RESTARTS`` times). Safe against
-        another thread starting it at the same moment and against a signal landing in the middle (a
-        non-blocking lock: a re-entered emit just goes on)."""
+        another thread starting it at the same moment, and against a signal landing anywhere in it: the lock
+        is re-entrant and taken by ``with`` (never left held), and a start already under way on this thread (a
+        signal handler that logs while ``Thread.start`` waits) is not started twice."""
         worker = self._worker
-        if worker is None or self._closed or not self._start_lock.acquire(blocking=False):
+        if worker is None or self._closed or worker.alive:
+            return
+        if not self._start_lock.acquire(timeout=0.2):  # another thread is starting it
             return
         try:
-            if worker.alive:
-                return
+            now = time.monotonic()
+            if worker.alive or now - self._starting_since < 1.0:
+                return  # started meanwhile, or a start under way on this thread (re-entered from a signal)
+            # A time, not a flag: should a signal's exception ever skip the cleanup below, it expires by itself.
+            self._starting_since = now
             if worker.started:
                 if self._restarts >= MAX_RESTARTS:
                     return
@@ -419,10 +431,11 @@ class CESHandler(logging.Handler):
             except RuntimeError:  # "can't create new thread at interpreter shutdown"
                 notice.say("no-thread", "cannot start the delivery thread at interpreter shutdown")
                 return
-            if self.handle_sigterm:
-                lifecycle.install_sigterm()  # again: a server may have reset it since (only from the main thread)
         finally:
+            self._starting_since = 0.0
             self._start_lock.release()
+        if self.handle_sigterm:
+            lifecycle.install_sigterm()  # again: a server may have reset it since (only from the main thread)
 
     # --- stats, flush, close ---------------------------------------------------------------------------------
 
@@ -471,8 +484,9 @@ class CESHandler(logging.Handler):
         records accounted for since the previous flush was dropped), False when some was dropped or is still
         queued when ``timeout`` ends.
 
-        ``timeout=None`` waits as long as it takes, except at interpreter exit (``logging.shutdown`` calls
-        ``flush()``), where it waits no longer than the exit's grace period. Never waits while this thread holds
+        ``timeout=None`` waits at most ``grace_period`` seconds (``logging.shutdown`` and frameworks call
+        ``flush()`` with no argument, and must never hang on a service that is down), and at interpreter exit no
+        longer than what is left of the exit's grace period. Never waits while this thread holds
         ``logging._lock``, nor on a worker thread: it then only asks the worker to send now and answers."""
         received, sent, reasons = self._counts()
         target = received
@@ -484,7 +498,7 @@ class CESHandler(logging.Handler):
             if not w.alive:
                 self._start()
             if not (_holding_logging_lock() or threading.get_ident() in WORKER_THREADS):
-                deadline = None if timeout is None else time.monotonic() + timeout
+                deadline = time.monotonic() + (self.grace_period if timeout is None else timeout)
                 exit_deadline = lifecycle.exit_deadline()
                 if exit_deadline is not None:
                     deadline = exit_deadline if deadline is None else min(deadline, exit_deadline)
@@ -579,7 +593,8 @@ class CESHandler(logging.Handler):
     def _after_fork_in_child(self) -> None:
         """The child gets an empty buffer, fresh counters, a new worker (started by its first emit) and new
         connections: what the parent had queued is the parent's to send."""
-        self._start_lock = threading.Lock()
+        self._start_lock = threading.RLock()
+        self._starting_since = 0.0
         self._restarts = 0
         self._flushed_drops = 0
         self.createLock()
@@ -588,6 +603,20 @@ class CESHandler(logging.Handler):
         if self.spool is not None:
             self.spool.renew_owner()
         self._reset_queue()
+
+
+_PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
+
+
+def _raised_here(e: BaseException) -> bool:
+    """True when the innermost frame of ``e``'s traceback is this package's code (a bug of ours), False when it
+    is someone else's: a signal handler of the app's that raised while ``emit`` ran."""
+    tb = e.__traceback__
+    if tb is None:
+        return True
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_PACKAGE_DIR)
 
 
 def _size_of(item: Any) -> int:

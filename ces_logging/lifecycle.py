@@ -58,7 +58,7 @@ class Managed(Protocol):
 
 _HANDLERS: weakref.WeakSet[Any] = weakref.WeakSet()
 _DRAINING: set[Worker] = set()  # workers of closed handlers still delivering in the background
-_registry_lock = threading.Lock()
+_registry_lock = threading.RLock()  # re-entrant: a drain in a signal handler may interrupt one
 _exit_deadline: float | None = None  # monotonic; set when the process began to end
 _draining_now = False
 
@@ -97,8 +97,9 @@ def drain(final: bool) -> None:
     left when it passes is given up, counted and said. Otherwise (SIGTERM chained to a server's own handler,
     which goes on with a graceful shutdown) the hurry lasts one grace period and the handlers go on as before."""
     global _exit_deadline, _draining_now
-    if _draining_now:
-        return  # a signal landed while draining: the drain in progress covers it
+    # No "already draining" shortcut: SIGTERM may land while a drain runs (a pool worker's finalizer, then
+    # the pool's terminate()), and the handler then ends the process when it returns, so it must do the
+    # waiting itself. Everything below is safe to run nested (re-entrant locks, idempotent steps).
     _draining_now = True
     try:
         handlers = open_handlers()
@@ -233,7 +234,7 @@ def _mp_finalizer() -> None:
 
 def _after_fork_in_child() -> None:
     global _registry_lock, _exit_deadline, _draining_now, _terminating_until
-    _registry_lock = threading.Lock()
+    _registry_lock = threading.RLock()
     _terminating_until = None
     _exit_deadline = None
     _draining_now = False

@@ -528,7 +528,8 @@ INJECT = """
         log.addHandler(h)
         return h, log
 
-    with Emulator() as emu:
+    # One handler per bytecode, each keeping its connections: more than the emulator's default cap.
+    with Emulator(max_connections=4096) as emu:
         bad = []
         # the first record of a handler (the worker starts), each bytecode in turn, a fresh handler each time
         first = []
