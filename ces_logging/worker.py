@@ -43,6 +43,7 @@ BACKOFF_BASE_S: Final = 1.0
 BACKOFF_CAP_S: Final = 30.0
 AUTH_ATTEMPTS: Final = 3  # a 401 after the client's own refresh-and-retry: try a couple more times, then drop
 IDLE_SENDER_S: Final = 30.0  # a sender with nothing to do for this long ends (a new one starts when needed)
+SPOOL_RETRY_S: Final = 5.0  # after a disk error (full, read-only), the spool is written again this much later
 
 Event = dict[str, Any]
 Builder = Callable[[Any, int], "Event | str"]
@@ -514,7 +515,13 @@ class Worker:
         try:
             while True:
                 while not slot:
-                    got = self._slot(lambda: leased is None and self._outage and self._spool_usable())
+                    retried = attempt > 0
+                    got = self._slot(
+                        lambda retried=retried: leased is None  # type: ignore[misc]
+                        and (self._outage or retried)
+                        and self.spool is not None
+                        and self._spool_usable()
+                    )
                     if got is None:  # the service went down while this batch waited: to disk, behind the rest
                         if self._park(batch, ledger, None, None):
                             return
@@ -633,9 +640,9 @@ class Worker:
             self._say(
                 "spool-error",
                 f"spool at {getattr(self.spool, 'dir', '?')} failed ({type(e).__name__}: {e.strerror or e}); "
-                "keeping events in memory and trying the disk again in 30 s",
+                f"keeping events in memory and trying the disk again in {SPOOL_RETRY_S:g} s",
             )
-            self._spool_broken_until = time.monotonic() + 30.0
+            self._spool_broken_until = time.monotonic() + SPOOL_RETRY_S
             return None
 
     def _to_spool(self, batch: list[Event], ledger: Ledger) -> bool:
