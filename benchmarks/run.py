@@ -3,8 +3,9 @@
 
 Servers run on 127.0.0.1 in their own processes: the CES emulator (a fresh one for every row that counts what
 it stored), and moto's server for watchtower. A far link is a delay proxy in this process in front of an
-emulator. Caller-cost rounds are interleaved and medians taken; everything else is measured in a child process
-of its own so that one measurement's threads and memory do not colour another's. CPU is a CPU clock
+emulator. Every row is measured in a child process of its own, so that one measurement's threads and memory do
+not colour another's, and killed after a deadline (the row then says it was not measured; the run goes on).
+Caller-cost rounds are interleaved and per-round ratios taken; CPU is a CPU clock
 (``time.process_time`` of the client process; yappi's CPU clock for the profile), never wall time.
 
 Rows run against whatever the package does now: an option the handler does not take yet (``storm_control``)
@@ -371,7 +372,8 @@ def caller_cost(emu_url: str, moto_url: str | None, rounds: int = 21, n: int = 2
 # --- child-process measurements -------------------------------------------------------------------------------------
 
 
-def child(measurement: str, timeout: float = 300, **kw: Any) -> dict[str, Any]:
+def child(measurement: str, timeout: float = 240, **kw: Any) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter; killed (and the row marked not measured) after ``timeout``."""
     r = subprocess.run(
         [sys.executable, __file__, "--child", measurement, json.dumps(kw)],
         capture_output=True,
@@ -685,6 +687,7 @@ def child_send_path(url: str, n: int) -> dict[str, Any]:
 
 
 CHILDREN: dict[str, Callable[..., dict[str, Any]]] = {
+    "caller": caller_cost,
     "cpu": child_cpu,
     "burst": child_burst,
     "heavy": child_heavy,
@@ -736,7 +739,7 @@ class Report:
 
 
 def row_caller(r: Report, emu_url: str, moto_url: str | None) -> None:
-    res = caller_cost(emu_url, moto_url)
+    res = child("caller", timeout=240, emu_url=emu_url, moto_url=moto_url)  # a fresh process, as every row
     r.out(
         f'`logger.warning("{MSG}", i, ip)`: {res["rounds"]} interleaved rounds of {res["n"]:,} calls per handler. '
         "The ratio is the median of each round's ratio to the floor measured in that round; µs is the median "
@@ -842,7 +845,12 @@ def row_far(r: Report, records: int = 10_000, delay: float = 0.05) -> None:
             if line.strip() == "LOGGED":
                 p.stdin.write("go\n")  # type: ignore[union-attr]
                 p.stdin.flush()  # type: ignore[union-attr]
-            out, err = p.communicate(timeout=300)
+            try:
+                out, err = p.communicate(timeout=240)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+                raise
             if p.returncode != 0:
                 raise RuntimeError(f"child far failed: {err[-2000:]}")
             f = json.loads(out.strip().splitlines()[-1])
