@@ -32,7 +32,6 @@ import sys
 import threading
 import time
 import traceback
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -76,6 +75,25 @@ def start_emulator(*extra: str) -> tuple[subprocess.Popen[str], str]:
     return p, m.group(0)
 
 
+def emulator_admin(url: str, method: str, route: str, body: Any = None) -> Any:
+    """An emulator admin route; the emulator runs with --ak/--sk, so its admin routes want a signature too."""
+    import requests
+
+    from ces_logging.auth import AKSKAuth
+
+    data = None if body is None else json.dumps(body).encode()
+    r = requests.request(
+        method,
+        f"{url}/_emulator/{route}",
+        data=data,
+        headers={"Content-Type": "application/json"} if data is not None else {},
+        auth=AKSKAuth(AK, SK, project_id=PROJECT),
+        timeout=10,
+    )
+    r.raise_for_status()
+    return r.json() if r.content else None
+
+
 class Emulator:
     """An emulator process for one row (AK/SK signing on), with its admin routes."""
 
@@ -95,10 +113,7 @@ class Emulator:
         return int(self.url.rsplit(":", 1)[1])
 
     def admin(self, method: str, route: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"{self.url}/_emulator/{route}", data=data, method=method)
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.loads(r.read() or b"null")
+        return emulator_admin(self.url, method, route, body)
 
     def stats(self) -> dict[str, int]:
         """``events_in_store``, ``events_stored`` (new), ``events_duplicate`` (a record sent again), ..."""
@@ -996,8 +1011,7 @@ def row_memory(r: Report) -> None:
 
 
 def ces_stored(url: str) -> int:
-    with urllib.request.urlopen(f"{url}/_emulator/stats", timeout=10) as resp:
-        return int(json.loads(resp.read()).get("events_in_store", 0))
+    return int(emulator_admin(url, "GET", "stats").get("events_in_store", 0))
 
 
 HOW_TO_READ = """## How to read the rows

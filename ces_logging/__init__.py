@@ -7,7 +7,6 @@ logging.getLogger("shop").error("payment failed")   # -> a Major, incident event
 
 from .auth import AKSKAuth, IAMPasswordTokenProvider, MetadataCredentialsProvider, TokenAuth
 from .client import CESClient, EventDetailPage, ReportedEvent
-from .config import configure, handler_factory
 from .errors import (
     CESAuthError,
     CESError,
@@ -19,6 +18,7 @@ from .errors import (
     is_retryable,
 )
 from .events import CustomEvent, Dimension, EventRecord
+from .factory import configure, handler_factory
 from .handler import CESHandler, HandlerStats
 
 __version__ = "0.1.0"

@@ -5,7 +5,9 @@
 - ``TokenAuth``: ``X-Auth-Token`` from a fixed token or a provider (refreshed before expiry, and on 401).
 - ``IAMPasswordTokenProvider``: tokens from IAM's ``POST /v3/auth/tokens`` with a password identity.
 
-Every class here hides its secrets in ``repr``.
+Every class here hides its secrets in ``repr``, and every credential value is checked before it can reach a
+header (``clean_credential``): a value with a newline would otherwise make the HTTP stack raise an error that
+quotes it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -24,6 +27,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 import requests
 from requests.auth import AuthBase
 
+from .config import check_endpoint
+from .deadline import new_session, total_deadline
 from .errors import CESAuthError, CESError, CESTransportError, ConfigError
 
 ALGORITHM = "SDK-HMAC-SHA256"
@@ -119,6 +124,29 @@ def parse_sdk_date(value: str) -> float:
 
 # --- credentials ---------------------------------------------------------------------------------------------
 
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space: what every AK, SK and token is made of
+
+
+def clean_credential(name: str, value: str) -> str:
+    """``value`` without surrounding white space (``open(path).read()`` leaves a newline), or ``ConfigError``
+    when what is left cannot travel in a header. The message names the field, never the value."""
+    if not isinstance(value, str):
+        raise ConfigError(f"the {name} must be a string, got {type(value).__name__}")
+    v = value.strip()
+    if not v:
+        raise ConfigError(f"the {name} is empty")
+    if not _HEADER_SAFE.fullmatch(v):
+        raise ConfigError(
+            f"the {name} has white space, control or non-ASCII characters in it (it cannot be sent in a "
+            "header); check how it was copied"
+        )
+    return v
+
+
+def _header_safe(value: str | None) -> bool:
+    return value is None or bool(_HEADER_SAFE.fullmatch(value))
+
+
 
 @dataclass(frozen=True)
 class Credentials:
@@ -210,23 +238,27 @@ class MetadataCredentialsProvider(RefreshingProvider):
     ) -> None:
         super().__init__(refresh_before)
         self.base_url = (base_url or DEFAULT_METADATA_URL).rstrip("/")
-        self._session = session or requests.Session()
+        self._session = session or new_session(2)
         self._timeout = timeout
 
     def _fetch(self) -> tuple[Credentials, float | None]:
         url = self.base_url + METADATA_PATH
         try:
-            r = self._session.get(url, timeout=self._timeout)
-        except requests.RequestException as e:
+            with total_deadline(self._timeout):  # the whole answer within the timeout, not each byte of it
+                r = self._session.get(url, timeout=self._timeout)
+        except (requests.RequestException, ValueError) as e:
             raise CESTransportError(f"metadata service at {self.base_url} unreachable: {type(e).__name__}") from None
         if r.status_code != 200:
             raise CESAuthError(f"metadata service answered HTTP {r.status_code}", status=r.status_code)
         try:
             c = r.json()["credential"]
             expires = _iso_to_epoch(c["expires_at"]) if c.get("expires_at") else None
-            creds = Credentials(c["access"], c["secret"], c.get("securitytoken"), expires)
-        except (ValueError, KeyError, TypeError):
+            tok = c.get("securitytoken")
+            creds = Credentials(c["access"].strip(), c["secret"].strip(), tok.strip() if tok else None, expires)
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise CESAuthError("metadata service answered without a usable credential") from None
+        if not (_header_safe(creds.ak) and _header_safe(creds.sk) and _header_safe(creds.security_token)):
+            raise CESAuthError("metadata service answered a credential with characters a header cannot carry")
         return creds, expires
 
     def credentials(self) -> Credentials:
@@ -252,12 +284,13 @@ class AKSKAuth(AuthBase):
         if provider is None:
             if not ak or not sk:
                 raise ConfigError("AK/SK signing needs both an access key (ak) and a secret key (sk)")
-            for name, v in (("ak", ak), ("sk", sk)):
-                if v != v.strip() or any(c.isspace() for c in v):
-                    raise ConfigError(f"the {name} has white space in it; check how it was copied")
+            ak, sk = clean_credential("ak", ak), clean_credential("sk", sk)
+            if security_token is not None:
+                security_token = clean_credential("security_token", security_token)
             provider = StaticCredentials(Credentials(ak, sk, security_token))
         self.provider = provider
         self.project_id = project_id
+        self._checked: Credentials | None = None  # the last credentials found header-safe
 
     def __repr__(self) -> str:
         return f"AKSKAuth(provider={self.provider!r}, project_id={self.project_id!r})"
@@ -267,6 +300,10 @@ class AKSKAuth(AuthBase):
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         creds = self.provider.credentials()
+        if creds is not self._checked:  # a provider's (or a caller's own) keys: checked once per object
+            if not (_header_safe(creds.ak) and _header_safe(creds.sk) and _header_safe(creds.security_token)):
+                raise CESAuthError("the credentials hold characters a header cannot carry (white space?)")
+            self._checked = creds
         parts = urlsplit(r.url or "")
         r.headers["X-Sdk-Date"] = format_sdk_date()
         r.headers["Host"] = parts.netloc
@@ -298,9 +335,7 @@ class TokenAuth(AuthBase):
 
     def __init__(self, token: str | TokenProvider) -> None:
         if isinstance(token, str):
-            if not token.strip():
-                raise ConfigError("the token is empty")
-            self._token: str | None = token
+            self._token: str | None = clean_credential("token", token)
             self.provider: TokenProvider | None = None
         else:
             self._token = None
@@ -314,13 +349,22 @@ class TokenAuth(AuthBase):
             self.provider.invalidate()
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        r.headers["X-Auth-Token"] = self.provider.token() if self.provider is not None else str(self._token)
+        if self.provider is None:
+            r.headers["X-Auth-Token"] = str(self._token)
+            return r
+        tok = self.provider.token()
+        if not _header_safe(tok):
+            raise CESAuthError("the token provider gave a token with characters a header cannot carry")
+        r.headers["X-Auth-Token"] = tok
         return r
 
 
 class IAMPasswordTokenProvider(RefreshingProvider):
     """IAM tokens for a user name and password: fetched on first use, cached, fetched again one hour before
-    ``expires_at`` (tokens live 24 h) or after a 401. Thread-safe."""
+    ``expires_at`` (tokens live 24 h) or after a 401. Thread-safe.
+
+    The password travels in the request body, so ``iam_endpoint`` must be https unless it is this machine
+    (``allow_insecure=True`` overrides, as for the CES endpoint). ``timeout`` bounds the whole exchange."""
 
     def __init__(
         self,
@@ -334,6 +378,7 @@ class IAMPasswordTokenProvider(RefreshingProvider):
         timeout: float = 10.0,
         refresh_before: float = 3600.0,
         session: requests.Session | None = None,
+        allow_insecure: bool = False,
     ) -> None:
         super().__init__(refresh_before)
         if not (username and password and domain):
@@ -349,9 +394,10 @@ class IAMPasswordTokenProvider(RefreshingProvider):
         self.domain = domain
         self.region = region
         self.project_id = project_id
-        self.iam_endpoint = iam_endpoint.rstrip("/")
+        # The password travels in the body: plain http only to this machine, as for the CES endpoint.
+        self.iam_endpoint = check_endpoint(iam_endpoint, allow_insecure=allow_insecure)
         self._timeout = timeout
-        self._session = session or requests.Session()
+        self._session = session or new_session(2)
 
     def __repr__(self) -> str:
         return (
@@ -377,19 +423,22 @@ class IAMPasswordTokenProvider(RefreshingProvider):
             }
         }
         try:
-            r = self._session.post(
-                self.iam_endpoint + "/v3/auth/tokens",
-                data=json.dumps(body),
-                headers={"Content-Type": "application/json;charset=utf8"},
-                timeout=self._timeout,
-            )
-        except requests.RequestException as e:
+            with total_deadline(self._timeout):  # the whole answer within the timeout, not each byte of it
+                r = self._session.post(
+                    self.iam_endpoint + "/v3/auth/tokens",
+                    data=json.dumps(body),
+                    headers={"Content-Type": "application/json;charset=utf8"},
+                    timeout=self._timeout,
+                )
+        except (requests.RequestException, ValueError) as e:
             raise CESTransportError(f"IAM at {self.iam_endpoint} unreachable: {type(e).__name__}") from None
         if r.status_code != 201:
             raise CESError.from_response(r.status_code, r.content, r.headers)
-        token = r.headers.get("X-Subject-Token")
+        token = (r.headers.get("X-Subject-Token") or "").strip()
         if not token:
             raise CESAuthError("IAM answered 201 without an X-Subject-Token header", status=201)
+        if not _header_safe(token):
+            raise CESAuthError("IAM answered a token with characters a header cannot carry", status=201)
         try:
             expires: float | None = _iso_to_epoch(r.json()["token"]["expires_at"])
         except (ValueError, KeyError, TypeError):

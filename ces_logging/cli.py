@@ -7,6 +7,7 @@ never a traceback; no secret is ever printed (only where credentials came from).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shutil
@@ -16,16 +17,17 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, NoReturn, TextIO
+from urllib.parse import urlsplit
 
 from . import __version__
 from .client import CESClient
-from .config import REGIONS
+from .config import REGIONS, is_loopback
 from .errors import CESAuthError, CESError, CESTransportError, ConfigError
-from .events import LEVELS, STATES, SUB_EVENT_TYPES, EventRecord, now_ms
+from .events import EVENT_NAME, EVENT_TYPE_CUSTOM, LEVELS, STATES, SUB_EVENT_TYPES, EventRecord, now_ms
 
 EXAMPLES = {
     "emulator": "ces-logging emulator --port 8765 --db ces.db",
-    "send": 'ces-logging send --name diskFull --level Major --content "disk /data 95%% full" --dimension host=web1',
+    "send": 'ces-logging send --name diskFull --level Major --content "disk /data 95% full" --dimension host=web1',
     "events": "ces-logging events diskFull --since 1h --level Major",
     "tail": "ces-logging tail diskFull --interval 5",
     "doctor": "ces-logging doctor",
@@ -62,40 +64,92 @@ def parse_time(value: str, now: datetime | None = None) -> int:
 
 
 def _client(args: argparse.Namespace) -> CESClient:
-    return CESClient(args.project_id, region=args.region, endpoint=args.endpoint, timeout=args.timeout)
+    return CESClient(
+        args.project_id,
+        region=args.region,
+        endpoint=args.endpoint,
+        timeout=args.timeout,
+        allow_insecure=args.allow_insecure,
+    )
+
+
+def _check_name(args: argparse.Namespace) -> None:
+    """A query for a name the service cannot hold is a usage error, found before any request: custom
+    event names follow the report rule; system event names only have the documented length."""
+    if args.type == EVENT_TYPE_CUSTOM:
+        why = EVENT_NAME.check(args.name)
+    else:
+        why = None if 1 <= len(args.name) <= 64 else "must be 1 to 64 characters"
+    if why:
+        raise UsageError(f"event name {args.name!r}: {why}")
 
 
 # --- emulator ------------------------------------------------------------------------------------------------
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
+    import sqlite3
+
     from .emulator import Emulator
 
-    emu = Emulator(
-        args.host,
-        args.port,
-        args.db,
-        ak=args.ak,
-        sk=args.sk,
-        security_token=args.security_token,
-        token=args.token,
-        metadata=args.metadata,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        verbose=args.verbose,
-    )
+    if bool(args.ak) != bool(args.sk):
+        raise UsageError("--ak and --sk go together: the emulator needs both to verify signatures")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    try:
+        emu = Emulator(
+            args.host,
+            args.port,
+            args.db,
+            ak=args.ak,
+            sk=args.sk,
+            security_token=args.security_token,
+            token=args.token,
+            metadata=args.metadata,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            verbose=args.verbose,
+            max_connections=args.max_connections,
+            idle_timeout=args.idle_timeout,
+        )
+    except sqlite3.Error as e:
+        _fail(f"cannot open the database {args.db!r}: {e} (is its folder there and writable?)")
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            _fail(f"port {args.port} on {args.host} is in use: pick another with --port (0 picks a free one)")
+        if e.filename is not None or isinstance(e, FileNotFoundError | PermissionError):
+            _fail(f"cannot read {e.filename or 'a TLS file'}: {e.strerror or e}")
+        _fail(f"cannot serve on {args.host}:{args.port}: {e.strerror or e}")
 
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    auth = "AK/SK signatures" if args.ak else "X-Auth-Token" if args.token else None
     print(f"CES emulator serving {emu.url}  (db: {args.db})", flush=True)
-    if auth:
-        print(f"authentication: {auth} required", flush=True)
+    schemes = []
+    if args.ak:
+        schemes.append("AK/SK signatures" + (" with a security token" if args.security_token else ""))
+    if args.token:
+        schemes.append("X-Auth-Token")
+    if args.metadata:
+        schemes.append(f"temporary keys from the metadata stand-in (CES_METADATA_URL={emu.local_url})")
+    if schemes:
+        print(f"authentication: {' or '.join(schemes)} required (admin routes too)", flush=True)
     else:
         print("authentication: none (open, for local development)", flush=True)
-    print(f"try: CES_ENDPOINT={emu.url} CES_PROJECT_ID=demo ces-logging send --name hello --content hi", flush=True)
+    print(f"console: {emu.local_url}/  (open it in a browser: the events, newest first)", flush=True)
+    if emu.exposure_warning:
+        sys.stderr.write(emu.exposure_warning + "\n")
+        sys.stderr.flush()
+    print(f"try: CES_ENDPOINT={emu.local_url} CES_PROJECT_ID=demo ces-logging send --name hello --content hi",
+          flush=True)  # fmt: skip
+    if emu.local_url.startswith("http://") and not is_loopback(urlsplit(emu.local_url).hostname or ""):
+        print("(plain http to another host: the client refuses it unless allow_insecure=True; "
+              "serve https with --tls-cert)", flush=True)  # fmt: skip
+    elif args.host in ("0.0.0.0", "::", ""):
+        scheme, port = emu.local_url.split("://")[0], emu.local_url.rsplit(":", 1)[1]
+        note = " (plain http to another host: clients there need allow_insecure=True)" if scheme == "http" else ""
+        print(f"from other machines: {scheme}://<this machine's address>:{port}{note}", flush=True)
     try:
         emu.serve_forever()
     except KeyboardInterrupt:
@@ -198,9 +252,11 @@ def _table() -> Table:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    _check_name(args)
     start = parse_time(args.since) if args.since else None
     end = parse_time(args.until) if args.until else None
     emit = _emit(args, _table())
+    progress = sys.stderr.isatty()
     shown = offset = pages = 0
     with _client(args) as c:
         while args.limit is None or shown < args.limit:
@@ -214,8 +270,11 @@ def cmd_events(args: argparse.Namespace) -> int:
             goal = page.total if args.limit is None else min(args.limit, page.total)
             done = not page.event_info or shown >= goal
             if pages > 1 or not done:  # more than one page: say how far along it is
-                sys.stderr.write(f"\r{shown}/{goal} events" + ("\n" if done else ""))
-                sys.stderr.flush()
+                if progress:  # a terminal: one line, rewritten in place
+                    sys.stderr.write(f"\r{shown}/{goal} events" + ("\n" if done else ""))
+                    sys.stderr.flush()
+                elif done:  # a pipe or a file: the count once, no carriage returns in a log
+                    sys.stderr.write(f"{shown}/{goal} events\n")
             if done:
                 break
     if shown == 0 and not args.json:
@@ -224,6 +283,7 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
+    _check_name(args)
     emit = _emit(args, _table())
     since = parse_time(args.since) if args.since else now_ms()
     at_since: set[str] = set()  # ids already shown whose time is ``since`` (``from`` is inclusive)
@@ -322,6 +382,27 @@ def _handler_defaults() -> str:
 # --- parser ----------------------------------------------------------------------------------------------------
 
 
+def _global_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
+    def d(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    g = p.add_argument_group("connection (before or after the command)")
+    g.add_argument("--endpoint", default=d(None), help="service URL (default: CES_ENDPOINT, or the region's)")
+    g.add_argument(
+        "--region", default=d(None), help=f"region, e.g. cn-north-4 (default: CES_REGION); one of {len(REGIONS)} known"
+    )
+    g.add_argument(
+        "--project-id", default=d(None), help="project id (default: CES_PROJECT_ID / HUAWEICLOUD_SDK_PROJECT_ID)"
+    )
+    g.add_argument("--timeout", type=float, default=d(10.0), help="seconds per request (default 10)")
+    g.add_argument(
+        "--allow-insecure",
+        action="store_true",
+        default=d(False),
+        help="allow a plain http:// endpoint on another host (credentials travel unencrypted)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ces-logging",
@@ -330,11 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
         "chain (HUAWEICLOUD_SDK_AK/_SK, CES_AUTH_TOKEN, ~/.huaweicloud/credentials, ECS metadata).",
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # The global options work before the command (``ces-logging --region x send``) and after it: the main
+    # parser holds the defaults, and each command's copy defaults to SUPPRESS so it never overwrites them.
+    _global_options(p, defaults=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--endpoint", help="service URL (default: CES_ENDPOINT, or the region's)")
-    common.add_argument("--region", help=f"region, e.g. cn-north-4 (default: CES_REGION); one of {len(REGIONS)}")
-    common.add_argument("--project-id", help="project id (default: CES_PROJECT_ID / HUAWEICLOUD_SDK_PROJECT_ID)")
-    common.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
+    _global_options(common, defaults=False)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_: str, parents: Sequence[argparse.ArgumentParser] = (common,)) -> argparse.ArgumentParser:
@@ -355,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tls-cert", help="serve https with this certificate (PEM) ...")
     e.add_argument("--tls-key", help="... and this private key (PEM)")
     e.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    e.add_argument("--max-connections", type=int, default=256, help="served at once; 503 beyond (default 256)")
+    e.add_argument("--idle-timeout", type=float, default=60.0, help="close a connection idle this long (s)")
     e.set_defaults(func=cmd_emulator)
 
     s = add("send", "report one custom event and print its event_id")
@@ -404,8 +487,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except UsageError as e:
         _fail(str(e), 2)
-    except ConfigError as e:
-        _fail(str(e), 2)
+    except ConfigError as e:  # the set-up said no (README: exit 1), not a mistake in the command line
+        _fail(str(e), 1)
     except CESError as e:
         _fail(str(e), 1)
     except KeyboardInterrupt:

@@ -17,13 +17,13 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 
 from .auth import AKSKAuth, TokenProvider, encode_query
 from .config import is_loopback, resolve_endpoint, resolve_project_id
 from .credentials import resolve_auth
-from .errors import CESError, CESTransportError, ConfigError
+from .deadline import DeadlineAdapter, total_deadline
+from .errors import CESError, CESTransportError, ConfigError, transport_error_text
 from .events import EVENT_TYPE_CUSTOM, MAX_EVENTS_PER_REQUEST, QUERY_MAX_LIMIT, CustomEvent, EventRecord
 
 USER_AGENT = "ces-logging/0.1"
@@ -115,8 +115,9 @@ class CESClient:
         self.session = session or requests.Session()
         if self._own_session:
             # One request at a time per handler; a few spare connections for direct callers.
-            self.session.mount("https://", HTTPAdapter(pool_connections=1, pool_maxsize=4))
-            self.session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=4))
+            # DeadlineAdapter: ``timeout`` bounds the whole exchange, not each read (deadline.py).
+            self.session.mount("https://", DeadlineAdapter(pool_connections=1, pool_maxsize=4))
+            self.session.mount("http://", DeadlineAdapter(pool_connections=1, pool_maxsize=4))
         self.session.headers["User-Agent"] = USER_AGENT
         # Environment settings (proxies, REQUESTS_CA_BUNDLE) merged once, not per request.
         settings = self.session.merge_environment_settings(self.endpoint, {}, False, verify, None)
@@ -184,18 +185,19 @@ class CESClient:
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json;charset=UTF-8"
+        seconds = self.timeout if timeout is None else timeout
         try:
             req.prepare(method=method, url=url, headers=headers, data=body, auth=self.auth)
-            return self._adapter.send(
-                req,
-                timeout=self.timeout if timeout is None else timeout,
-                verify=self._verify,
-                proxies=self._proxies,
-            )
+            with total_deadline(seconds):
+                resp = self._adapter.send(req, timeout=seconds, verify=self._verify, proxies=self._proxies)
+                resp.content  # noqa: B018 - the body too is read within the deadline
+            return resp
         except CESError:
             raise  # from a credentials provider
-        except requests.RequestException as e:
-            raise CESTransportError(f"{method} {url.split('?')[0]} failed: {type(e).__name__}: {_short(e)}") from None
+        except (requests.RequestException, ValueError) as e:
+            # ValueError: http.client refusing a header value; its text would quote the value.
+            text = transport_error_text(e, req.headers)
+            raise CESTransportError(f"{method} {url.split('?')[0]} failed: {text}") from None
 
     # --- reporting -------------------------------------------------------------------------------------------
 
@@ -315,8 +317,3 @@ def _json(resp: requests.Response) -> Any:
             status=resp.status_code,
             request_id=resp.headers.get("X-Request-Id"),
         ) from None
-
-
-def _short(e: BaseException) -> str:
-    text = str(e)
-    return text if len(text) <= 300 else text[:300] + "..."

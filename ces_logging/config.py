@@ -7,10 +7,9 @@ setting is found when the app starts, never when it logs.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Final
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -141,37 +140,3 @@ def _convert(key: str, value: object) -> object:
     except (ValueError, KeyError) as e:
         raise ConfigError(f"option {key}={value!r} cannot be read: {e or 'bad value'}") from None
     return text
-
-
-def handler_factory(**options: object) -> Any:
-    """For dictConfig's ``"()": "ces_logging.handler_factory"``: every option may be a string."""
-    import inspect
-
-    from .handler import CESHandler
-
-    known = set(inspect.signature(CESHandler.__init__).parameters) - {"self", "client", "env"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    kwargs = {k: _convert(k, v) for k, v in options.items()}
-    return CESHandler(**kwargs)  # type: ignore[arg-type]
-
-
-def configure(level: int | str = "WARNING", logger: str | logging.Logger | None = None, **handler_kwargs: Any) -> Any:
-    """One line for scripts: a ``CESHandler`` on the root logger (or the one given) at ``level``.
-
-    Reads ``CES_ENDPOINT``, ``CES_REGION``, ``CES_PROJECT_ID`` (or ``HUAWEICLOUD_SDK_PROJECT_ID``),
-    ``CES_EVENT_SOURCE``, ``CES_AUTH_TOKEN`` and the credential chain for what is not passed. Calling it again
-    replaces the handler it added before (no second worker)."""
-    from .handler import CESHandler
-
-    handler = CESHandler(level=level, **handler_kwargs)
-    target = logger if isinstance(logger, logging.Logger) else logging.getLogger(logger)
-    for old in [h for h in target.handlers if getattr(h, "_ces_configured", False)]:
-        target.removeHandler(old)
-        old.close()
-    handler._ces_configured = True  # type: ignore[attr-defined]
-    target.addHandler(handler)
-    if target.getEffectiveLevel() > handler.level:
-        target.setLevel(handler.level)  # else the logger would filter out what the handler is meant to send
-    return handler

@@ -72,6 +72,10 @@ def resolve_auth(
             parser.read(path, encoding="utf-8")
         except configparser.Error as e:
             raise ConfigError(f"profile file {path} cannot be read: {type(e).__name__}") from None
+        except UnicodeDecodeError as e:  # never show the bytes: the file holds secrets
+            raise ConfigError(f"profile file {path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
+        except OSError as e:
+            raise ConfigError(f"profile file {path} cannot be read: {e.strerror or type(e).__name__}") from None
         if parser.has_section("basic"):
             sec = parser["basic"]
             p_ak, p_sk = sec.get("ak", "").strip(), sec.get("sk", "").strip()

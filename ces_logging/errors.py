@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import email.utils
 import json
+import re
 import time
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -151,3 +153,46 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+_USERINFO = re.compile(r"(?<=//)[^/\s@]+@")  # user:password@ in a URL (a proxy's, say)
+_SECRET_HEADERS = ("authorization", "proxy-authorization", "x-auth-token", "x-security-token")
+
+
+def transport_error_text(exc: BaseException, headers: Any = None, limit: int = 300) -> str:
+    """What a transport failure may say in a ``CESTransportError``: the exception's type, and its text only
+    when that text cannot hold a header value.
+
+    A header value that the HTTP stack refuses (a token with a newline) comes back inside the exception's
+    text (``Invalid header value b'...'``): for those only the type is told. For the rest, the values of the
+    credential headers of the request (``headers``) and any ``user:password@`` of a URL are blanked out.
+    """
+    name = type(exc).__name__
+    if "header" in name.lower() or not _is_transport_exception(exc):
+        return name  # InvalidHeader, http.client's bare ValueError, UnicodeEncodeError of a header, ...
+    text = str(exc)
+    for value in _secret_values(headers):
+        text = text.replace(value, "***")
+        text = text.replace(repr(value)[1:-1], "***")
+    text = _USERINFO.sub("***@", text)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return f"{name}: {text}" if text else name
+
+
+def _is_transport_exception(exc: BaseException) -> bool:
+    import requests  # here, not at the top: errors stays importable without the HTTP stack loaded
+
+    return isinstance(exc, requests.RequestException) and not isinstance(exc, ValueError)
+
+
+def _secret_values(headers: Any) -> Iterable[str]:
+    if headers is None:
+        return []
+    out = []
+    for k, v in headers.items():
+        if str(k).lower() in _SECRET_HEADERS and v:
+            text = v.decode("latin-1", "replace") if isinstance(v, bytes) else str(v)
+            out.append(text)
+            out.extend(p for p in re.split(r"[\s,=]+", text) if len(p) >= 8)  # Authorization's parts
+    return sorted(set(out), key=len, reverse=True)

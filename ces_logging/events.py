@@ -66,6 +66,9 @@ def sendable(t_ms: int, now: int | None = None) -> bool:
 # --- text rules ----------------------------------------------------------------------------------------------
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")  # in a str, a surrogate is always a lone one
+
+
 class TextRule:
     """A string field's rule: length bounds, allowed characters, and optionally what the first one must be.
 
@@ -98,6 +101,9 @@ class TextRule:
     def check(self, value: object) -> str | None:
         if not isinstance(value, str):
             return f"must be a string, got {type(value).__name__}"
+        if _SURROGATE.search(value):
+            # JSON can write "\ud800" but UTF-8 cannot carry it: the safe reading is a 400, not a stored event.
+            return "is not valid Unicode text (it holds a lone surrogate)"
         n = len(value)
         if n < self.min_len or n > self.max_len:
             if self.min_len == self.max_len:
@@ -108,6 +114,7 @@ class TextRule:
         return None
 
     def sanitise(self, value: str, replacement: str = "_") -> str | None:
+        value = _SURROGATE.sub("?", value)  # as safe_text does
         if self._bad is not None:
             value = self._bad.sub(replacement, value)
         if self._first is not None and value and not self._first.match(value):
@@ -330,10 +337,18 @@ def default_sub_event_type(event_type: str) -> str:
     return SUB_EVENT_CUSTOM if event_type == EVENT_TYPE_CUSTOM else "SUB_EVENT.OPS"
 
 
+def key_of(
+    source: str, name: str, event_type: str, sub_type: str, state: str, level: str, user: str, rid: str, rname: str
+) -> tuple[str, ...]:
+    """The same-event key from its values, in ``DETAIL_KEY_FIELDS``' order after source and name (the
+    handler's fast path builds it from the values it has at hand, without a dict)."""
+    return (source, name, event_type, sub_type, state, level, user, rid, rname)
+
+
 def event_key(item: Mapping[str, Any]) -> tuple[str, ...]:
     """The fields (but project and time) that make two items the same event; absent counts as ""."""
     detail = item.get("detail") or {}
-    return (
+    return key_of(
         str(item.get("event_source", "")),
         str(item.get("event_name", "")),
         *(str(detail.get(f) or "") for f in DETAIL_KEY_FIELDS),
@@ -343,7 +358,8 @@ def event_key(item: Mapping[str, Any]) -> tuple[str, ...]:
 # --- query parameters ----------------------------------------------------------------------------------------
 # query-event-detail.txt's table is shifted by one row from event_level down; this follows NOTES.md.
 
-_DIGITS = re.compile(r"0|[1-9][0-9]*")
+_DIGITS = re.compile(r"0|[1-9][0-9]{0,18}")  # at most 19 digits: int() of a huge one raises, SQLite overflows
+QUERY_INT_MAX: Final = 2**63 - 1  # from/to/start are 64-bit integers to the service (a Java long)
 
 
 def validate_query(params: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
@@ -394,8 +410,9 @@ def validate_query(params: Mapping[str, str]) -> tuple[dict[str, Any], list[str]
             out["event_user"] = params["event_user"]
     for name in ("from", "to", "start", "limit"):
         if name in params:
-            if not _DIGITS.fullmatch(params[name]):
-                problems.append(f"{name}: must be a non-negative integer, got {params[name]!r}")
+            if not _DIGITS.fullmatch(params[name]) or int(params[name]) > QUERY_INT_MAX:
+                shown = params[name] if len(params[name]) <= 40 else params[name][:40] + "..."
+                problems.append(f"{name}: must be an integer from 0 to {QUERY_INT_MAX}, got {shown!r}")
             else:
                 out[name] = int(params[name])
     if "limit" in out and not 1 <= out["limit"] <= QUERY_MAX_LIMIT:

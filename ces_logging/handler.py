@@ -1,87 +1,58 @@
 """``CESHandler``: a log record becomes a Cloud Eye custom event, delivered in the background.
 
-The app's thread does the least possible (``emit``: take the message, append to a deque, maybe wake the
-worker); everything else, formatting, sanitising, batching and HTTP, happens on the worker thread. ``emit``
-never blocks, never does I/O and never raises: a full queue drops the record and counts it.
+The app's thread does the least possible in ``emit``: keep what can be sent (``EventBuilder.prepare``: the
+content rendered now, never the record or its frames), append it to a buffer bounded by count and by bytes, and
+maybe wake the worker. Formatting into the API's fields, batching and HTTP happen on the worker's threads.
+``emit`` never blocks (unless ``overflow="block"`` asks it to, for a bounded time), never does I/O and never
+raises: a full buffer drops the record and counts it.
 
-Record to event (``EventBuilder``, run on the worker thread):
-- level: >= CRITICAL Critical, >= ERROR Major, >= WARNING Minor, else Info; state: Critical/Major incident,
-  Minor warning, Info normal (both overridable);
-- every field sanitised by ``events.py``'s rules, so the service never refuses what the handler sends;
-- distinct records stay distinct events: the same-event rule merges items whose key fields and millisecond
-  time are equal, so equal keys get strictly increasing times (assigned once: a retry sends the same items).
+What a record becomes is ``mapping.py``'s business; the worker's life is ``worker.py``'s; how the process ends
+(exit, SIGTERM, fork, multiprocessing) is ``lifecycle.py``'s. This module ties them to ``logging.Handler``.
+
+Counting: ``sent + dropped + queued == received`` holds at every moment, against threads, re-entry from a signal
+handler, and an exception at any bytecode of ``emit`` (see ``buffer.py``).
 """
 
 from __future__ import annotations
 
-import atexit
-import copy
-import json
+import contextlib
 import logging
 import os
-import sys
 import threading
 import time
-import weakref
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from pythonjsonlogger.core import BaseJsonFormatter
-from pythonjsonlogger.json import JsonFormatter
-
+from . import lifecycle, notice
 from .auth import TokenProvider
+from .buffer import RecordBuffer
 from .client import CESClient
-from .config import ENV_EVENT_SOURCE, env_first
+from .config import ENV_ENDPOINT, ENV_EVENT_SOURCE, ENV_PROJECT_IDS, ENV_REGION, ENV_SDK_REGION, env_first
 from .errors import ConfigError
 from .events import (
     DIMENSION_NAME,
     DIMENSION_VALUE,
     EVENT_NAME,
-    EVENT_TYPE_CUSTOM,
     EVENT_USER,
     GROUP_ID,
     LEVELS,
-    MAX_CONTENT,
     MAX_DIMENSIONS,
     RESOURCE_ID,
     RESOURCE_NAME,
     STATES,
-    SUB_EVENT_CUSTOM,
     TextRule,
     check_event_source,
-    content_cost,
-    derive_event_name,
-    event_key,
-    fit_content,
-    safe_text,
 )
+from .mapping import DEFAULT_LEVEL_MAP, DEFAULT_STATE_MAP, ITEM_OVERHEAD, EventBuilder
 from .spool import Spool
-from .worker import WORKER_THREADS, Drop, Worker
+from .throttle import DEFAULT_MAX_IN_FLIGHT, throttle_for
+from .worker import WORKER_THREADS, Worker
 
-DEFAULT_LEVEL_MAP: Final[Mapping[int, str]] = {
-    logging.CRITICAL: "Critical",
-    logging.ERROR: "Major",
-    logging.WARNING: "Minor",
-    logging.NOTSET: "Info",
-}
-DEFAULT_STATE_MAP: Final[Mapping[str, str]] = {
-    "Critical": "incident",
-    "Major": "incident",
-    "Minor": "warning",
-    "Info": "normal",
-}
-_RECORD_OVERRIDES: Final = (
-    "event_name",
-    "resource_id",
-    "resource_name",
-    "event_user",
-    "dimensions",
-    "group_id",
-)
-_TIME_KEYS_MAX: Final = 50_000  # distinct event keys remembered for time assignment
-MAX_TIME_DRIFT_MS: Final = 300_000  # well inside the future side of the window (10 min - margins)
+__all__ = ["DEFAULT_LEVEL_MAP", "DEFAULT_STATE_MAP", "CESHandler", "HandlerStats"]
+
+MAX_RESTARTS: Final = 5  # a worker that dies of a bug is replaced this many times per handler, then it says so
+OVERFLOW_POLICIES: Final = ("drop", "block")
 
 
 @dataclass(frozen=True)
@@ -138,230 +109,10 @@ def _check_dimensions(dims: Mapping[str, Any] | None) -> dict[str, str]:
     return out
 
 
-class TimeAssigner:
-    """Gives events with equal key fields strictly increasing millisecond times, so that the service's
-    same-event rule (equal keys and time: one event) never merges two records.
-
-    One per process, shared by every handler's worker: two handlers with the same settings (dictConfig
-    applied again, or two loggers) must not give two records the same key and time either. Processes cannot
-    see each other's times: give each process something of its own in a key field (``resource_name``, say)
-    when several processes log the same event."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._last: dict[tuple[str, ...], int] = {}
-
-    def assign(self, key: tuple[str, ...], created_ms: int) -> int:
-        """The time for a record; raises ``Drop("key_rate")`` when the key's times have run more than
-        ``MAX_TIME_DRIFT_MS`` ahead of the records' own (over 1,000 records a second with the same key
-        fields, for minutes: the service cannot tell them apart, and times further ahead would leave its
-        window)."""
-        with self._lock:
-            last = self._last.get(key)
-            t = created_ms if last is None or created_ms > last else last + 1
-            if t - created_ms > MAX_TIME_DRIFT_MS:
-                raise Drop("key_rate")
-            if len(self._last) >= _TIME_KEYS_MAX:
-                # Forget keys last used over an hour ago: the service refuses such times anyway.
-                horizon = t - 3_600_000
-                self._last = {k: v for k, v in self._last.items() if v > horizon}
-                if len(self._last) >= _TIME_KEYS_MAX:
-                    self._last.clear()
-            self._last[key] = t
-            return t
-
-    def reset_lock(self) -> None:
-        self._lock = threading.Lock()
-
-
-TIMES = TimeAssigner()
-
-
-class EventBuilder:
-    """Turns ``(record, message)`` into the API's event dict. Runs on the worker thread only."""
-
-    def __init__(
-        self,
-        handler: CESHandler,
-        *,
-        event_source: str,
-        event_name: str | None,
-        resource_id: str | None,
-        resource_name: str | None,
-        group_id: str | None,
-        event_user: str | None,
-        dimensions: dict[str, str],
-        level_map: Mapping[int, str],
-        state_map: Mapping[str, str],
-        json_content: bool,
-    ) -> None:
-        self.handler = handler
-        self.event_source = event_source
-        self.event_name = event_name
-        self.defaults = {
-            "resource_id": resource_id,
-            "resource_name": resource_name,
-            "group_id": group_id,
-            "event_user": event_user,
-        }
-        self.dimensions = dimensions
-        self.thresholds = sorted(level_map.items(), reverse=True)
-        self.state_map = dict(state_map)
-        self.json_content = json_content
-        self.sanitised = 0
-        self._names: dict[str, str] = {}
-        self._levels: dict[int, str] = {}
-        self._default_formatter = logging.Formatter("%(message)s")
-        self._json_formatter: logging.Formatter | None = None
-
-    # --- fields ----------------------------------------------------------------------------------------------
-
-    def level_for(self, levelno: int) -> str:
-        level = self._levels.get(levelno)
-        if level is None:
-            level = next((lv for threshold, lv in self.thresholds if levelno >= threshold), "Info")
-            if len(self._levels) < 1000:
-                self._levels[levelno] = level
-        return level
-
-    def _name_for(self, logger_name: str) -> str:
-        name = self._names.get(logger_name)
-        if name is None:
-            name = derive_event_name(logger_name)
-            if len(self._names) < 10_000:
-                self._names[logger_name] = name
-        return name
-
-    def _clean(self, rule: TextRule, value: object) -> str | None:
-        """A per-record value through its rule; counted when it had to change or go."""
-        if value is None:
-            return None
-        text = value if isinstance(value, str) else safe_text(value)
-        clean = rule.sanitise(text)
-        if clean != text:
-            self.sanitised += 1
-        return clean or None
-
-    # --- content ---------------------------------------------------------------------------------------------
-
-    def content(self, record: logging.LogRecord, message: str | None) -> str:
-        if message is None:
-            self.sanitised += 1
-            message = (
-                f"[ces_logging: could not format the log message] msg={safe_text(record.msg)} "
-                f"args={safe_text(record.args)}"
-            )
-        if (
-            self.handler.formatter is None
-            and not self.json_content
-            and not (record.exc_info or record.exc_text or record.stack_info)
-        ):
-            return fit_content(safe_text(message))  # what "%(message)s" gives, without copying the record
-        r = copy.copy(record)  # the formatter must see the message taken at emit time, not the args now
-        r.msg, r.args = message, None
-        if self.json_content:
-            return self._json(r)
-        fmt = self.handler.formatter or self._default_formatter
-        try:
-            text = fmt.format(r)
-        except Exception as e:
-            self.sanitised += 1
-            text = f"{message} [ces_logging: formatter failed: {type(e).__name__}]"
-        return fit_content(safe_text(text))
-
-    def _json(self, r: logging.LogRecord) -> str:
-        """The record as JSON (the handler's JSON formatter, else python-json-logger's with level, logger and
-        message). Too long, it is the message and then the traceback that get shorter, never the JSON text, so
-        what is sent stays valid JSON."""
-        fmt = self.handler.formatter
-        if not isinstance(fmt, BaseJsonFormatter):
-            if self._json_formatter is None:
-                self._json_formatter = JsonFormatter("%(levelname)s %(name)s %(message)s")
-            fmt = self._json_formatter
-        try:
-            for _ in range(4):
-                text = safe_text(fmt.format(r))
-                excess = content_cost(text) - MAX_CONTENT
-                if excess <= 0:
-                    return text
-                excess += 64  # room for the marker and for escapes that the cut text still needs
-                if r.exc_text and len(r.exc_text) > excess:
-                    r.exc_text = fit_content(r.exc_text, limit=len(r.exc_text) - excess)
-                elif r.exc_info or r.exc_text:
-                    r.exc_info, r.exc_text = None, None
-                else:
-                    msg = str(r.msg)
-                    r.msg = fit_content(msg, limit=max(0, len(msg) - excess))
-        except Exception as e:  # a formatter that fails: the message alone, said so
-            self.sanitised += 1
-            return json.dumps({"message": fit_content(str(r.msg), limit=3000), "formatter_error": type(e).__name__})
-        return json.dumps({"message": fit_content(str(r.msg), limit=3000), "truncated": True}, ensure_ascii=False)
-
-    # --- the event -------------------------------------------------------------------------------------------
-
-    def __call__(self, item: tuple[logging.LogRecord, str | None]) -> dict[str, Any]:
-        record, message = item
-        over = getattr(record, "ces", None)
-        if over is not None and not isinstance(over, Mapping):
-            self.sanitised += 1
-            over = None
-        values = self.defaults
-        name = self.event_name or self._name_for(record.name)
-        dims = self.dimensions
-        if over:
-            values = dict(values)
-            if "event_name" in over:
-                name = self._clean(EVENT_NAME, over["event_name"]) or name
-            for key, rule in (
-                ("resource_id", RESOURCE_ID),
-                ("resource_name", RESOURCE_NAME),
-                ("event_user", EVENT_USER),
-                ("group_id", GROUP_ID),
-            ):
-                if key in over:
-                    values[key] = self._clean(rule, over[key])
-            if "dimensions" in over:
-                dims = self._merge_dimensions(over["dimensions"])
-        level = self.level_for(record.levelno)
-        state = self.state_map.get(level, "normal")
-        detail: dict[str, Any] = {
-            "event_type": EVENT_TYPE_CUSTOM,
-            "sub_event_type": SUB_EVENT_CUSTOM,
-            "event_level": level,
-            "event_state": state,
-            "content": self.content(record, message),
-        }
-        for key, value in values.items():
-            if value:
-                detail[key] = value
-        if dims:
-            detail["dimensions"] = [{"name": k, "value": v} for k, v in dims.items()]
-        event = {"event_name": name, "event_source": self.event_source, "time": 0, "detail": detail}
-        event["time"] = TIMES.assign(event_key(event), int(record.created * 1000))
-        return event
-
-    def _merge_dimensions(self, extra: object) -> dict[str, str]:
-        dims = dict(self.dimensions)
-        if not isinstance(extra, Mapping):
-            self.sanitised += 1
-            return dims
-        for k, v in extra.items():
-            name = self._clean(DIMENSION_NAME, k)
-            value = self._clean(DIMENSION_VALUE, v)
-            if name and value:
-                dims[name] = value
-        if len(dims) > MAX_DIMENSIONS:
-            self.sanitised += 1
-            dims = dict(list(dims.items())[:MAX_DIMENSIONS])
-        return dims
-
-
-# --- the handler ---------------------------------------------------------------------------------------------
-
-_log = logging.getLogger("ces_logging")
-_HANDLERS: weakref.WeakSet[CESHandler] = weakref.WeakSet()
-_DRAINING: set[Worker] = set()  # workers of closed handlers still delivering in the background
-_registry_lock = threading.Lock()
+def _positive_int(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
 
 
 def _holding_logging_lock() -> bool:
@@ -375,9 +126,26 @@ def _holding_logging_lock() -> bool:
         return False
 
 
+def _nothing_configured(env: Mapping[str, str], **given: object) -> bool:
+    """Neither an endpoint (or region) nor a project id anywhere: a laptop, CI, a ``manage.py`` command."""
+    if any(v for v in given.values()):
+        return False
+    return not env_first(env, ENV_ENDPOINT, ENV_REGION, ENV_SDK_REGION, *ENV_PROJECT_IDS)
+
+
 class CESHandler(logging.Handler):
     """Sends log records to Cloud Eye as custom events. All arguments are plain values, so that
-    ``logging.config.dictConfig`` can build it with ``"class": "ces_logging.CESHandler"``."""
+    ``logging.config.dictConfig`` can build it with ``"class": "ces_logging.CESHandler"``.
+
+    With no endpoint, region or project id given anywhere (arguments or environment), the handler is inactive:
+    it says so once on stderr and counts what it is given as ``inactive``; the app runs. Values that are given
+    but wrong raise ``ConfigError``."""
+
+    # Attributes that exist before anything in __init__ can fail, so a half-built handler (a ConfigError in
+    # the middle) leaves nothing for exit, fork or logging.shutdown to trip on.
+    _closed = True
+    _active = False
+    _worker: Worker | None = None
 
     def __init__(
         self,
@@ -401,12 +169,18 @@ class CESHandler(logging.Handler):
         state_map: Mapping[str, str] | None = None,
         batch_size: int = 100,
         flush_interval: float = 2.0,
-        queue_size: int = 10_000,
+        queue_size: int = 100_000,
+        queue_max_bytes: int = 32 * 2**20,
+        overflow: str = "drop",
+        overflow_timeout: float = 5.0,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         timeout: float = 10.0,
         grace_period: float = 5.0,
         json_content: bool = False,
         spool_dir: str | os.PathLike[str] | None = None,
         spool_max_bytes: int = 50 * 2**20,
+        process_identity: bool = True,
+        handle_sigterm: bool = True,
         level: int | str = logging.NOTSET,
         verify: bool | str = True,
         allow_insecure: bool = False,
@@ -417,9 +191,18 @@ class CESHandler(logging.Handler):
         env = os.environ if env is None else env
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 100:
             raise ConfigError(f"batch_size must be an integer from 1 to 100 (the API's limit), got {batch_size!r}")
-        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
-            raise ConfigError(f"queue_size must be a positive integer, got {queue_size!r}")
-        for opt, val in (("flush_interval", flush_interval), ("grace_period", grace_period)):
+        _positive_int("queue_size", queue_size)
+        _positive_int("queue_max_bytes", queue_max_bytes, 4096)
+        _positive_int("max_in_flight", max_in_flight)
+        if max_in_flight > 16:
+            raise ConfigError(f"max_in_flight must be at most 16, got {max_in_flight!r}")
+        if overflow not in OVERFLOW_POLICIES:
+            raise ConfigError(f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}, got {overflow!r}")
+        for opt, val in (
+            ("flush_interval", flush_interval),
+            ("grace_period", grace_period),
+            ("overflow_timeout", overflow_timeout),
+        ):
             if isinstance(val, bool) or not isinstance(val, int | float) or val < 0:
                 raise ConfigError(f"{opt} must be a number of seconds >= 0, got {val!r}")
         source = event_source or env_first(env, ENV_EVENT_SOURCE) or "app.log"
@@ -439,28 +222,9 @@ class CESHandler(logging.Handler):
                     f"state_map: {k!r} -> {v!r} must map a level ({', '.join(LEVELS)}) to a state ({', '.join(STATES)})"
                 )
             states[k] = v
-        self.client = client or CESClient(
-            project_id,
-            region=region,
-            endpoint=endpoint,
-            ak=ak,
-            sk=sk,
-            security_token=security_token,
-            token=token,
-            token_provider=token_provider,
-            timeout=timeout,
-            verify=verify,
-            allow_insecure=allow_insecure,
-            env=env,
-        )
-        self.event_source = source
-        self.event_name = event_name
-        self.batch_size = batch_size
-        self.flush_interval = float(flush_interval)
-        self.queue_size = queue_size
-        self.grace_period = float(grace_period)
+        if isinstance(spool_max_bytes, bool) or not isinstance(spool_max_bytes, int) or spool_max_bytes < 1:
+            raise ConfigError(f"spool_max_bytes must be a positive integer, got {spool_max_bytes!r}")
         self.builder = EventBuilder(
-            self,
             event_source=source,
             event_name=event_name,
             resource_id=_check_optional(RESOURCE_ID, resource_id),
@@ -470,203 +234,361 @@ class CESHandler(logging.Handler):
             dimensions=_check_dimensions(dimensions),
             level_map=thresholds,
             state_map=states,
-            json_content=json_content,
+            json_content=bool(json_content),
+            process_identity=bool(process_identity),
         )
-        if isinstance(spool_max_bytes, bool) or not isinstance(spool_max_bytes, int) or spool_max_bytes < 1:
-            raise ConfigError(f"spool_max_bytes must be a positive integer, got {spool_max_bytes!r}")
+        self.event_source = source
+        self.event_name = event_name
+        self.batch_size = batch_size
+        self.flush_interval = float(flush_interval)
+        self.queue_size = queue_size
+        self.queue_max_bytes = queue_max_bytes
+        self.overflow = overflow
+        self.overflow_timeout = float(overflow_timeout)
+        self.max_in_flight = max_in_flight
+        self.grace_period = float(grace_period)
+        self.handle_sigterm = bool(handle_sigterm)
+        self._reported_lost = 0
+        self._restarts = 0
+        self._flushed_drops = 0
+        self._start_lock = threading.Lock()
         self.spool: Spool | None = None
-        if spool_dir is not None:
-            try:
-                self.spool = Spool(spool_dir, spool_max_bytes)
-            except OSError as e:  # a read-only or full disk: work from memory, say so, never fail the app
-                _log.warning("ces_logging: spool at %s unusable (%s); events kept in memory only", spool_dir, e)
-        self._closed = False
+        self.client: CESClient | None
+        if client is None and _nothing_configured(env, project_id=project_id, region=region, endpoint=endpoint):
+            self.client = None
+            notice.say(
+                "inactive",
+                "no Cloud Eye endpoint, region or project id configured: this handler is inactive and sends "
+                "nothing. Set CES_ENDPOINT (or CES_REGION) and CES_PROJECT_ID to turn it on.",
+                interval=3600,
+            )
+        else:
+            self.client = client or CESClient(
+                project_id,
+                region=region,
+                endpoint=endpoint,
+                ak=ak,
+                sk=sk,
+                security_token=security_token,
+                token=token,
+                token_provider=token_provider,
+                timeout=timeout,
+                verify=verify,
+                allow_insecure=allow_insecure,
+                env=env,
+            )
+            if spool_dir is not None:
+                try:
+                    self.spool = Spool(spool_dir, spool_max_bytes)
+                except OSError as e:  # a read-only or full disk: work from memory, say so, never fail the app
+                    notice.say("spool-error", f"spool at {spool_dir} unusable ({e}); events kept in memory only")
+        self._active = self.client is not None
         self._reset_queue()
-        with _registry_lock:
-            _HANDLERS.add(self)
+        self._closed = False
+        lifecycle.register(self)
+        if self._active and self.handle_sigterm:
+            lifecycle.install_sigterm()
         if self.spool is not None and self.spool.pending():
             self._start()  # a previous process left batches: deliver them without waiting for a record
 
     def _reset_queue(self) -> None:
-        self._pending: deque[tuple[logging.LogRecord, str | None]] = deque()
-        self._received = 0
-        self._emit_drops: dict[str, int] = {}
+        self._buffer = RecordBuffer(self.queue_size, self.queue_max_bytes)
+        if self.client is None:
+            self._worker = None
+            return
         self._worker = Worker(
-            self._pending,
+            self._buffer,
             self.builder,
             self.client,
+            throttle_for(self.client.endpoint, self.client.project_id, self.max_in_flight),
             batch_size=self.batch_size,
             flush_interval=self.flush_interval,
             spool=self.spool,
+            size_of=_size_of,
         )
-        self._started = False
 
     def __repr__(self) -> str:
+        if self.client is None:
+            return f"<CESHandler {logging.getLevelName(self.level)} source={self.event_source!r} inactive>"
         return (
             f"<CESHandler {logging.getLevelName(self.level)} source={self.event_source!r} "
             f"endpoint={self.client.endpoint!r} project_id={self.client.project_id!r}>"
         )
 
+    @property
+    def active(self) -> bool:
+        """False when nothing was configured (see the class docstring): records are counted, not sent."""
+        return self._active
+
     # --- the hot path ----------------------------------------------------------------------------------------
 
     def handle(self, record: logging.LogRecord) -> Any:
-        # Records logged on a worker thread (our diagnostics, urllib3's) must not loop back into a handler.
+        """``Handler.handle`` without the handler's lock: ``emit`` needs none (see buffer.py), and a signal
+        that raises between the stdlib's ``acquire()`` and its ``try`` would leave the lock held for ever, so
+        that every other thread's logging call on this handler would block."""
+        # Records logged on a worker thread (urllib3's, a formatter's) must not loop back into a handler.
         if threading.get_ident() in WORKER_THREADS:
             return False
-        return super().handle(record)
+        rv = self.filter(record)
+        if isinstance(rv, logging.LogRecord):  # Python 3.12+: a filter may return a replacement record
+            record = rv
+        if rv:
+            self.emit(record)
+        return rv
 
     def emit(self, record: logging.LogRecord) -> None:
+        buf = self._buffer
+        appended = False
         try:
-            self._received += 1
-            if self._closed:
-                self._count_emit_drop("closed")
+            if self._closed or not self._active:
+                buf.refuse("closed" if self._active else "inactive")
                 return
-            pending = self._pending
-            if len(pending) >= self.queue_size:
-                self._count_emit_drop("queue_full")
+            item = self.builder.prepare(record, self.formatter)
+            size = len(item[3]) + ITEM_OVERHEAD
+            if buf.full(size) and not self._room(buf, size):
+                buf.refuse("queue_full")
                 return
-            try:
-                message: str | None = record.getMessage()  # now: args may change after the call returns
-            except Exception:
-                message = None  # the worker makes an event that says so
-            pending.append((record, message))
-            n = len(pending)
-            if n == 1 or n == self.batch_size:  # the first record of a batch, and the one that fills it
-                self._worker.wakeup.set()
-            if not self._started:
-                self._start()
-        except Exception:
+            buf.bytes_in += size
+            buf.items.append(item)  # the record is counted by this one step (see buffer.py)
+            appended = True
+            n = len(buf.items)
+            if n == 1 or n == self.batch_size or not n & 1023:
+                worker = self._worker
+                if worker is not None:
+                    worker.wakeup.set()
+                    if not worker.alive:
+                        self._start()
+            if lifecycle.terminating():
+                self._deliver_now()
+        except Exception:  # a bug of ours: never the app's problem, and never an uncounted record
+            if not appended:
+                with contextlib.suppress(Exception):
+                    buf.refuse("error")
             self.handleError(record)
 
-    def _count_emit_drop(self, reason: str) -> None:
-        self._emit_drops[reason] = self._emit_drops.get(reason, 0) + 1
+    def _deliver_now(self) -> None:
+        """SIGTERM was handed on to a server's graceful shutdown, after which the server may end the process
+        by the default action at any moment (uvicorn does): each record is delivered before ``emit`` returns,
+        for at most one grace period in all. The one case where the app's thread waits on the network."""
+        w = self._worker
+        until = lifecycle.terminating()
+        if w is None or until is None or threading.get_ident() in WORKER_THREADS:
+            return
+        target = self._counts()[0]
+        w.request_flush()
+        if not w.alive:
+            self._start()
+        w.wait_accounted(target, lambda: self._accounted() + w.stats.spooled, until)
+
+    def _room(self, buf: RecordBuffer, size: int) -> bool:
+        """The buffer is full: with a spool, twice the bound is let in (the worker spills it to disk); with
+        ``overflow="block"``, wait a bounded time for the worker to make room; else no room."""
+        if self.spool is not None:
+            return len(buf.items) < 2 * buf.max_items and buf.bytes_in - buf.bytes_out + size <= 2 * buf.max_bytes
+        if self.overflow != "block" or self._worker is None:
+            return False
+        if not self._worker.alive:
+            self._start()
+        self._worker.wakeup.set()
+        deadline = time.monotonic() + self.overflow_timeout
+        with buf.space:
+            while buf.full(size):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                buf.space.wait(min(left, 0.05))
+        return True
 
     def _start(self) -> None:
-        self._started = True
+        """Start the worker, or replace one that died of a bug (at most ``MAX_RESTARTS`` times). Safe against
+        another thread starting it at the same moment and against a signal landing in the middle (a
+        non-blocking lock: a re-entered emit just goes on)."""
+        worker = self._worker
+        if worker is None or self._closed or not self._start_lock.acquire(blocking=False):
+            return
         try:
-            self._worker.start()
-        except RuntimeError:  # "can't create new thread at interpreter shutdown"
-            n = len(self._pending)
-            self._pending.clear()
-            self._emit_drops["shutdown"] = self._emit_drops.get("shutdown", 0) + n
-            sys.stderr.write(f"ces_logging: {n} event(s) not sent: logged during interpreter shutdown\n")
+            if worker.alive:
+                return
+            if worker.started:
+                if self._restarts >= MAX_RESTARTS:
+                    return
+                self._restarts += 1
+                notice.say("restart", f"the delivery thread had stopped; started again ({self._restarts})")
+            try:
+                worker.start()
+            except RuntimeError:  # "can't create new thread at interpreter shutdown"
+                notice.say("no-thread", "cannot start the delivery thread at interpreter shutdown")
+                return
+            if self.handle_sigterm:
+                lifecycle.install_sigterm()  # again: a server may have reset it since (only from the main thread)
+        finally:
+            self._start_lock.release()
 
     # --- stats, flush, close ---------------------------------------------------------------------------------
 
+    def _counts(self) -> tuple[int, int, dict[str, int]]:
+        """(received, sent, dropped by reason), consistent with each other."""
+        w = self._worker
+        buf = self._buffer
+        if w is None:
+            taken, waiting = buf.counts()
+            refused = buf.refused_counts()
+            return taken + waiting + sum(refused.values()), 0, refused
+        with w.stats.cond:
+            taken, waiting = buf.counts()
+            sent = w.stats.sent
+            reasons = dict(w.stats.dropped)
+        refused = buf.refused_counts()
+        for k, v in refused.items():
+            reasons[k] = reasons.get(k, 0) + v
+        return taken + waiting + sum(refused.values()), sent, reasons
+
     def _accounted(self) -> int:
-        ws = self._worker.stats
-        return ws.sent + sum(ws.dropped.values()) + sum(self._emit_drops.values())
+        _, sent, reasons = self._counts()
+        return sent + sum(reasons.values())
 
     @property
     def stats(self) -> HandlerStats:
-        ws = self._worker.stats
-        with ws.cond:
-            sent, retries, batches, spooled = ws.sent, ws.retries, ws.batches, ws.spooled
-            recovered_sent, recovered_dropped = ws.recovered_sent, dict(ws.recovered_dropped)
-            reasons = dict(ws.dropped)
-        for k, v in list(self._emit_drops.items()):
-            reasons[k] = reasons.get(k, 0) + v
+        received, sent, reasons = self._counts()
         dropped = sum(reasons.values())
-        received = self._received  # read last: it only grows, so queued is never negative
+        ws = self._worker.stats if self._worker is not None else None
         return HandlerStats(
             received=received,
             sent=sent,
             dropped=dropped,
             queued=received - sent - dropped,
-            retries=retries,
-            batches=batches,
+            retries=ws.retries if ws else 0,
+            batches=ws.batches if ws else 0,
             sanitised=self.builder.sanitised,
             dropped_by_reason=reasons,
-            spooled=spooled,
-            recovered_sent=recovered_sent,
-            recovered_dropped=recovered_dropped,
+            spooled=ws.spooled if ws else 0,
+            recovered_sent=ws.recovered_sent if ws else 0,
+            recovered_dropped=dict(ws.recovered_dropped) if ws else {},
         )
 
     def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]
-        """Deliver (or account for) everything emitted before this call; True when nothing is left.
+        """Deliver everything logged before this call; True only when all of it was delivered (none of the
+        records accounted for since the previous flush was dropped), False when some was dropped or is still
+        queued when ``timeout`` ends.
 
-        Never waits while this thread holds ``logging._lock``, nor on the worker thread itself: it then only
-        asks the worker to send now and says whether everything was already accounted for."""
-        target = self._received
-        if self._accounted() >= target:
-            return True
-        self._worker.request_flush()
-        if _holding_logging_lock() or threading.get_ident() in WORKER_THREADS or not self._worker.alive:
-            return self._accounted() >= target
-        return self._worker.wait_accounted(target, self._accounted, timeout)
+        ``timeout=None`` waits as long as it takes, except at interpreter exit (``logging.shutdown`` calls
+        ``flush()``), where it waits no longer than the exit's grace period. Never waits while this thread holds
+        ``logging._lock``, nor on a worker thread: it then only asks the worker to send now and answers."""
+        received, sent, reasons = self._counts()
+        target = received
+        w = self._worker
+        if w is None:
+            return self._flush_result(sent + sum(reasons.values()) >= target)
+        if sent + sum(reasons.values()) < target:
+            w.request_flush()
+            if not w.alive:
+                self._start()
+            if not (_holding_logging_lock() or threading.get_ident() in WORKER_THREADS):
+                deadline = None if timeout is None else time.monotonic() + timeout
+                exit_deadline = lifecycle.exit_deadline()
+                if exit_deadline is not None:
+                    deadline = exit_deadline if deadline is None else min(deadline, exit_deadline)
+                w.wait_accounted(target, self._accounted, deadline)
+        return self._flush_result(self._accounted() >= target)
+
+    def _flush_result(self, accounted: bool) -> bool:
+        drops = sum(self._counts()[2].values())
+        clean = drops == self._flushed_drops
+        self._flushed_drops = drops
+        return accounted and clean
 
     def close(self, grace_period: float | None = None) -> None:
-        """Deliver what is queued within the grace period (default ``grace_period``), then stop the worker.
+        """Deliver what is queued within the grace period (default ``grace_period``; at interpreter exit, what
+        is left of the exit's), then stop the worker.
 
         Under ``logging._lock`` (dictConfig replacing handlers) it does not wait: the worker finishes in the
         background within the grace period, and interpreter exit waits for it."""
         grace = self.grace_period if grace_period is None else grace_period
+        exit_deadline = lifecycle.exit_deadline()
+        if exit_deadline is not None:
+            grace = min(grace, max(0.0, exit_deadline - time.monotonic()))
         if not self._closed:
             self._closed = True
             worker = self._worker
-            if self._started:
+            if worker is not None and worker.started:
                 worker.stop(grace)
                 if _holding_logging_lock() or threading.get_ident() in WORKER_THREADS:
-                    with _registry_lock:
-                        _DRAINING.add(worker)
+                    lifecycle.add_draining(worker)
                 else:
                     worker.join(grace + 0.5)
-            with _registry_lock:
-                _HANDLERS.discard(self)
+                    self._report_left()
+            lifecycle.unregister(self)
         super().close()
 
-    # --- fork ------------------------------------------------------------------------------------------------
+    def _report_left(self) -> None:
+        """What closing (or the end of the process) leaves undelivered: one line, never rate-limited away."""
+        s = self.stats
+        given_up = s.dropped_by_reason.get("shutdown", 0)
+        lost = s.queued - s.spooled + given_up - self._reported_lost
+        self._reported_lost = given_up
+        if lost > 0:
+            notice.write(
+                f"ces_logging: {lost} event(s) not delivered at exit: the service did not take them "
+                f"within the grace period ({self.grace_period:g} s)"
+            )
+        if s.spooled and self.spool is not None:
+            notice.write(
+                f"ces_logging: {s.spooled} event(s) wait in the spool at {self.spool.dir}; the next process "
+                "with the same spool_dir sends them"
+            )
+
+    # --- lifecycle.Managed ---------------------------------------------------------------------------------------
+
+    def _is_open(self) -> bool:
+        return not self._closed
+
+    def _hurry(self, deadline: float, final: bool) -> None:
+        w = self._worker
+        if w is None:
+            return
+        if self._buffer.items and not w.alive:
+            self._start()
+        w.hurry(deadline, final)
+
+    def _wait_delivered(self, deadline: float) -> bool:
+        """Everything received so far sent, dropped or safe on disk, by ``deadline``."""
+        w = self._worker
+        if w is None or not w.started:
+            return True
+        target = self._counts()[0]
+
+        def settled() -> int:
+            return self._accounted() + w.stats.spooled
+
+        if settled() < target:
+            w.request_flush()
+            w.wait_accounted(target, settled, deadline)
+        return settled() >= target
+
+    def _give_up(self) -> None:
+        """The process's grace period is over: account for what is left, say it, stop."""
+        w = self._worker
+        self._closed = True
+        if w is not None and w.started:
+            w.stop(0.0)
+            w.join(0.3)
+            w.stats.abandon()  # a request still running may land, or not: counted as lost, said below
+        self._report_left()
+        lifecycle.unregister(self)
 
     def _after_fork_in_child(self) -> None:
-        """The child gets an empty queue, fresh counters, a new worker (started by its first emit) and new
+        """The child gets an empty buffer, fresh counters, a new worker (started by its first emit) and new
         connections: what the parent had queued is the parent's to send."""
-        self.client.reset_connections()
+        self._start_lock = threading.Lock()
+        self._restarts = 0
+        self._flushed_drops = 0
+        self.createLock()
+        if self.client is not None:
+            self.client.reset_connections()
         if self.spool is not None:
             self.spool.renew_owner()
         self._reset_queue()
 
 
-def _after_fork() -> None:
-    WORKER_THREADS.clear()
-    _DRAINING.clear()
-    TIMES.reset_lock()
-    global _registry_lock
-    _registry_lock = threading.Lock()
-    for h in list(_HANDLERS):
-        if not h._closed:
-            h._after_fork_in_child()
-
-
-def _drain_at_exit() -> None:
-    """Interpreter exit: every open handler and every draining worker gets to deliver what is queued, all
-    within one grace period (the longest configured), so a script that just ends loses nothing."""
-    handlers = [h for h in list(_HANDLERS) if not h._closed]
-    workers = [h._worker for h in handlers if h._started] + list(_DRAINING)
-    if not workers:
-        return
-    grace = max([h.grace_period for h in handlers] + [5.0 if _DRAINING else 0.0])
-    for h in handlers:
-        h._closed = True
-        if h._started:
-            h._worker.stop(h.grace_period)
-    deadline = time.monotonic() + grace + 0.5
-    for w in workers:
-        w.join(max(0.0, deadline - time.monotonic()))
-    for h in handlers:
-        s = h.stats
-        lost = s.queued - s.spooled + s.dropped_by_reason.get("shutdown", 0)
-        if lost:
-            sys.stderr.write(
-                f"ces_logging: {lost} event(s) not delivered at exit: the service did not take them "
-                f"within the grace period ({h.grace_period:g} s)\n"
-            )
-        if s.spooled and h.spool is not None:
-            sys.stderr.write(
-                f"ces_logging: {s.spooled} event(s) wait in the spool at {h.spool.dir}; the next process "
-                "with the same spool_dir sends them\n"
-            )
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)
-atexit.register(_drain_at_exit)
+def _size_of(item: Any) -> int:
+    return len(item[3]) + ITEM_OVERHEAD

@@ -2,12 +2,19 @@
 
 One file per batch, written atomically (a temporary file renamed into place), holding the batch's items as
 they will be sent: their times were assigned once, so a batch sent twice (a crash between the send and the
-delete) stores each event once. A sender takes a file by renaming it to a lease that names its process, so two
-processes never send the same file; a lease whose process is gone is taken back.
+delete) stores each event once. A sender takes a file by renaming it to a lease, so two processes never send
+the same file. A lease names its holder by pid *and* a random token of the holding process, and its age is its
+modification time (set when taken): it is taken back when the pid is gone, when the pid is this process's but
+the token is not (a container restarted with the same pid, often 1), or when it is older than
+``LEASE_MAX_AGE_S`` (a pid reused by some other program).
 
 File names sort oldest first: ``{ms:013d}-{seq:06d}-{owner}-{n}.batch`` where ``owner`` says which handler
 instance wrote it (so its counters can tell its own records from those a crashed process left) and ``n`` is the
 number of items (so the size cap can count what it drops without reading the file).
+
+The directory: one that does not exist is created private (0700). An existing one is used as it is (its mode is
+the user's), unless others may write to it (``/tmp``, say): then a private subdirectory ``ces_logging-{uid}``
+inside it holds the files, so that nobody else can plant or remove batches.
 """
 
 from __future__ import annotations
@@ -16,14 +23,18 @@ import contextlib
 import json
 import os
 import secrets
+import stat
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-SUFFIX = ".batch"
-LEASE = ".lease-"
+SUFFIX: Final = ".batch"
+LEASE: Final = ".lease-"
+LEASE_MAX_AGE_S: Final = 600.0  # no send holds a lease this long (requests time out far sooner)
+
+_process_token = secrets.token_hex(4)  # this process (renewed after fork): a lease's holder beside its pid
 
 
 @dataclass(frozen=True)
@@ -52,22 +63,61 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    except OSError:
+        return False
     return True
+
+
+def check_items(items: object) -> str | None:
+    """What is wrong with a spool file's content, or None when it is a batch this package wrote."""
+    if not isinstance(items, list):
+        return "not a list of events"
+    if not items:
+        return "empty"
+    for it in items:
+        if not (
+            isinstance(it, dict)
+            and isinstance(it.get("event_name"), str)
+            and isinstance(it.get("event_source"), str)
+            and isinstance(it.get("time"), int)
+            and not isinstance(it.get("time"), bool)
+            and isinstance(it.get("detail"), dict)
+        ):
+            return "an item is not an event"
+    return None
+
+
+def private_dir(directory: Path) -> Path:
+    """Where the files go (see the module docstring); creates what is missing. Raises ``OSError``."""
+    if not directory.exists():
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return directory
+    st = directory.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(f"{directory} is not a directory")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        sub = directory / f"ces_logging-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+        sub.mkdir(mode=0o700, exist_ok=True)
+        sst = sub.lstat()
+        if not stat.S_ISDIR(sst.st_mode) or (hasattr(os, "getuid") and sst.st_uid != os.getuid()):
+            raise PermissionError(f"{sub} exists and is not this user's private directory")
+        if sst.st_mode & 0o077:
+            os.chmod(sub, 0o700)  # ours: it is only ever made by this package
+        return sub
+    return directory
 
 
 class Spool:
     """Batches on disk, oldest first. Every method raises ``OSError`` on a disk problem; the worker turns that
-    into a warning and keeps going from memory."""
+    into a line and keeps going from memory, reading what is on disk all the same."""
 
     def __init__(self, directory: str | os.PathLike[str], max_bytes: int) -> None:
-        self.dir = Path(directory)
+        self.requested = Path(directory)
         self.max_bytes = max_bytes
         self.owner = secrets.token_hex(4)  # this handler instance
         self._seq = 0
         self._lock = threading.Lock()
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with contextlib.suppress(OSError):
-            os.chmod(self.dir, 0o700)
+        self.dir = private_dir(self.requested)
 
     def __repr__(self) -> str:
         return f"Spool({str(self.dir)!r}, max_bytes={self.max_bytes})"
@@ -140,37 +190,65 @@ class Spool:
         except OSError:
             return 0
 
+    def has_files(self) -> bool:
+        """Batches not leased by anyone (or leases that are stale and can be taken back)."""
+        self.reclaim_stale_leases()
+        return bool(self.files())
+
+    def count_of_owner(self, owner: str) -> int:
+        """Items of ``owner``'s files still on disk, leased or not."""
+        return sum(f.count for f in self.files(include_leased=True) if f.owner == owner)
+
+    def _stale(self, holder: str, mtime: float) -> bool:
+        pid_text, _, token = holder.partition("-")
+        if not pid_text.isdigit():
+            return time.time() - mtime > LEASE_MAX_AGE_S
+        pid = int(pid_text)
+        if not _pid_alive(pid):
+            return True
+        if pid == os.getpid():
+            return token != _process_token  # an earlier process with our pid (a restarted container)
+        return time.time() - mtime > LEASE_MAX_AGE_S
+
     def reclaim_stale_leases(self) -> int:
-        """Leases of processes that are gone go back to the queue."""
+        """Leases whose holder is gone (or was an earlier process with this pid, or is too old) go back."""
         n = 0
         for p in self.dir.iterdir():
             if LEASE not in p.name:
                 continue
             base, _, holder = p.name.partition(LEASE)
-            pid = holder.split("-")[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            try:
+                mtime = p.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if self._stale(holder, mtime):
                 with contextlib.suppress(FileNotFoundError):
                     os.replace(p, self.dir / base)
                     n += 1
         return n
 
-    def claim(self) -> tuple[SpoolFile, list[dict[str, Any]]] | None:
-        """Lease the oldest batch (a rename, atomic: only one process gets it) and read it."""
+    def claim(self) -> tuple[SpoolFile, list[dict[str, Any]], str | None] | None:
+        """Lease the oldest batch (a rename, atomic: only one process gets it) and read it: (file, items,
+        problem). A file that cannot be read or is not a batch comes with its problem and is already deleted:
+        the caller counts its items as dropped and goes on with the next."""
         for f in self.files():
-            leased = f.path.with_name(f"{f.path.name}{LEASE}{os.getpid()}-{self.owner}")
+            leased = f.path.with_name(f"{f.path.name}{LEASE}{os.getpid()}-{_process_token}")
             try:
                 os.replace(f.path, leased)  # atomic; fails if another process renamed it first
             except FileNotFoundError:
                 continue
-            try:
-                items = json.loads(leased.read_bytes())
-            except (OSError, ValueError):
-                items = None
+            with contextlib.suppress(OSError):
+                os.utime(leased)  # the lease's age starts now
             lf = SpoolFile(leased, f.owner, f.count, f.size)
-            if not isinstance(items, list):  # a torn or foreign file: it cannot be sent
+            try:
+                items: Any = json.loads(leased.read_bytes())
+                problem = check_items(items)
+            except (OSError, ValueError, RecursionError) as e:
+                items, problem = None, f"unreadable: {type(e).__name__}"
+            if problem is not None:
                 self.done(lf)
-                return lf, []
-            return lf, items
+                return lf, [], problem
+            return lf, items, None
         return None
 
     def done(self, f: SpoolFile) -> None:
@@ -182,3 +260,8 @@ class Spool:
         base = f.path.name.split(LEASE, 1)[0]
         with contextlib.suppress(FileNotFoundError):
             os.replace(f.path, f.path.with_name(base))
+
+
+def reset_after_fork() -> None:
+    global _process_token
+    _process_token = secrets.token_hex(4)

@@ -1,50 +1,51 @@
-"""The background worker: takes queued items, builds events, batches them and delivers them, with retries.
+"""The background worker: takes prepared records, builds events, batches them and delivers them, with retries.
 
 Life cycle (after google-cloud-logging's background transport): ``start`` (lazily, by the handler's first
-emit), ``wake`` (a batch is full, or the queue just stopped being empty), ``flush`` (deliver what is queued
-now), ``stop`` (deliver what is left within a grace period, account for the rest, end the thread).
+emit), ``wakeup`` (a batch is full, or the buffer just stopped being empty), ``request_flush`` (deliver what is
+queued now), ``hurry`` (deliver everything by a deadline: exit, SIGTERM), ``stop`` (deliver what is left within a
+grace period, account for the rest, end the threads).
 
-One thread, one request at a time. Every item taken from the queue ends up counted exactly once: as sent,
-or as dropped with a reason. That is what makes ``sent + dropped + queued == received`` hold.
+Two kinds of thread. The *batcher* (one per handler) takes records when a batch is due, builds the events and
+hands each batch to a *sender*; senders (up to the service's throttle limit, see ``throttle.py``) POST with
+retries, so several requests are in flight to a far region. Every item taken from the buffer ends up counted
+exactly once: sent, or dropped with a reason, or on disk in the spool (still queued). That is what makes
+``sent + dropped + queued == received`` hold.
+
+A bug must not end delivery: the batcher survives an exception in one step (the items in hand are dropped as
+``error``, said once), and the handler starts a new batcher if the thread still dies (a few times at most).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
+import queue
 import random
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Final
 
+from . import notice
+from .buffer import RecordBuffer, Wakeup
 from .client import CESClient
 from .errors import CESAuthError, CESError, CESValidationError
-from .events import sendable
+from .events import now_ms, sendable
 from .spool import Spool, SpoolFile
+from .throttle import Throttle
 
-_log = logging.getLogger("ces_logging")
-
-#: Thread idents of every live worker: records logged on these threads (our own diagnostics, urllib3's
-#: connection logs) never go back into a CESHandler, which would feed the worker its own output.
+#: Thread idents of every live worker thread: records logged on these threads (urllib3's connection logs,
+#: anything a formatter logs) never go back into a CESHandler, which would feed the worker its own output.
 WORKER_THREADS: set[int] = set()
 
 BACKOFF_BASE_S: Final = 1.0
 BACKOFF_CAP_S: Final = 30.0
 AUTH_ATTEMPTS: Final = 3  # a 401 after the client's own refresh-and-retry: try a couple more times, then drop
+IDLE_SENDER_S: Final = 30.0  # a sender with nothing to do for this long ends (a new one starts when needed)
 
 Event = dict[str, Any]
-Builder = Callable[[Any], Event]
-
-
-class Drop(Exception):
-    """Raised by a builder for an item that must not be sent; ``reason`` goes into the drop counters."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+Builder = Callable[[Any, int], "Event | str"]
 
 
 def backoff_delay(attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
@@ -66,112 +67,164 @@ class WorkerStats:
     not this handler's records, so they stay out of ``sent + dropped + queued == received``."""
 
     def __init__(self) -> None:
-        self.cond = threading.Condition(threading.Lock())
+        self.cond = threading.Condition(threading.RLock())  # re-entrant: flush's predicate reads under it
         self.sent = 0
         self.retries = 0
         self.batches = 0
         self.spooled = 0
+        self.in_flight = 0  # taken from the buffer, not yet accounted for
         self.dropped: Counter[str] = Counter()
         self.recovered_sent = 0
         self.recovered_dropped: Counter[str] = Counter()
+        self.abandoned = False  # the process's grace period ended: what was in flight is counted as lost
 
-    def add_sent(self, n: int, from_spool: bool = False) -> None:
+    def abandon(self) -> int:
+        """Count what is in flight as dropped (``shutdown``) once and for all; outcomes that arrive later
+        (a request that was still running) change nothing. Returns how many."""
         with self.cond:
-            self.sent += n
+            n = self.in_flight
+            if n > 0:
+                self.dropped["shutdown"] += n
+            self.in_flight = 0
+            self.abandoned = True
+            self.cond.notify_all()
+            return n
+
+    def taken(self, n: int) -> None:
+        with self.cond:
+            if self.abandoned:
+                self.dropped["shutdown"] += n
+                return
+            self.in_flight += n
+
+    def add_sent(self, n: int, kind: str) -> None:
+        with self.cond:
+            if kind == "memory" and self.abandoned:
+                return
+            if kind == "recovered":
+                self.recovered_sent += n
+            else:
+                self.sent += n
+                if kind == "own":
+                    self.spooled -= n
+                else:
+                    self.in_flight -= n
             self.batches += 1
-            if from_spool:
-                self.spooled -= n
             self.cond.notify_all()
 
-    def add_dropped(self, reason: str, n: int, from_spool: bool = False) -> None:
+    def add_dropped(self, reason: str, n: int, kind: str = "memory") -> None:
         if n <= 0:
             return
         with self.cond:
-            self.dropped[reason] += n
-            if from_spool:
-                self.spooled -= n
+            if kind == "memory" and self.abandoned:
+                return
+            if kind == "recovered":
+                self.recovered_dropped[reason] += n
+            else:
+                self.dropped[reason] += n
+                if kind == "own":
+                    self.spooled -= n
+                else:
+                    self.in_flight -= n
             self.cond.notify_all()
 
     def add_spooled(self, n: int) -> None:
         with self.cond:
+            if self.abandoned:
+                return
+            self.in_flight -= n
             self.spooled += n
+            self.cond.notify_all()
+
+    def forget_spooled(self, n: int) -> None:
+        """Files of ours that another process delivered (or that vanished): no longer queued here. They were
+        delivered by someone, so they count as sent."""
+        with self.cond:
+            n = min(n, self.spooled)
+            self.spooled -= n
+            self.sent += n
+            self.cond.notify_all()
 
     def add_retry(self) -> None:
         with self.cond:
             self.retries += 1
 
-    def add_recovered(self, sent: int = 0, dropped: tuple[str, int] | None = None) -> None:
-        with self.cond:
-            self.recovered_sent += sent
-            if dropped is not None and dropped[1] > 0:
-                self.recovered_dropped[dropped[0]] += dropped[1]
-
 
 class Ledger:
-    """Where a batch's items came from, and so how their outcome is counted: from this handler's queue
-    (in flight), from its own spool files, or recovered from someone else's."""
+    """Where a batch's items came from, and so how their outcome is counted: from this handler's buffer
+    (``memory``), from its own spool files (``own``), or recovered from someone else's (``recovered``)."""
 
-    def __init__(self, worker: Worker, kind: str, owner: str | None) -> None:
-        self.worker = worker
-        self.kind = kind  # "memory", "own", "recovered"
-        self.owner = owner  # the spool owner its files carry
+    __slots__ = ("kind", "owner", "stats")
+
+    def __init__(self, stats: WorkerStats, kind: str, owner: str | None) -> None:
+        self.stats = stats
+        self.kind = kind
+        self.owner = owner
 
     def sent(self, n: int) -> None:
-        w = self.worker
-        if self.kind == "memory":
-            w._in_flight -= n
-            w.stats.add_sent(n)
-        elif self.kind == "own":
-            w.stats.add_sent(n, from_spool=True)
-        else:
-            w.stats.add_recovered(sent=n)
+        self.stats.add_sent(n, self.kind)
 
     def dropped(self, reason: str, n: int) -> None:
-        w = self.worker
-        if self.kind == "memory":
-            w._in_flight -= n
-            w.stats.add_dropped(reason, n)
-        elif self.kind == "own":
-            w.stats.add_dropped(reason, n, from_spool=True)
-        else:
-            w.stats.add_recovered(dropped=(reason, n))
+        self.stats.add_dropped(reason, n, self.kind)
 
     def spooled(self, n: int) -> None:
         if self.kind == "memory":
-            self.worker._in_flight -= n
-            self.worker.stats.add_spooled(n)
+            self.stats.add_spooled(n)
+
+
+class Job:
+    __slots__ = ("batch", "leased", "ledger")
+
+    def __init__(self, batch: list[Event], ledger: Ledger, leased: SpoolFile | None) -> None:
+        self.batch = batch
+        self.ledger = ledger
+        self.leased = leased
 
 
 class Worker:
     def __init__(
         self,
-        pending: deque[Any],
+        buffer: RecordBuffer,
         build: Builder,
         client: CESClient,
+        throttle: Throttle,
         *,
         batch_size: int,
         flush_interval: float,
         spool: Spool | None = None,
+        size_of: Callable[[Any], int] = lambda _: 0,
         name: str = "ces-logging-worker",
     ) -> None:
-        self.pending = pending
+        self.buffer = buffer
         self.build = build
         self.client = client
+        self.throttle = throttle
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.spool = spool
+        self.size_of = size_of
         self.name = name
         self.stats = WorkerStats()
-        self.wakeup = threading.Event()
+        self.wakeup = Wakeup()
         self._interrupt = threading.Event()  # cuts a back-off short when stopping
         self._flush_requested = False
-        self._stop_deadline: float | None = None  # monotonic; set by stop()
+        self._deadline: float | None = None  # monotonic: deliver by then (exit, SIGTERM, stop)
+        self._stopping = False  # end the threads once everything is accounted for (or the deadline passed)
+        self._final = False  # the deadline is the process's end: it does not go away
         self._thread: threading.Thread | None = None
-        self._in_flight = 0  # taken from the queue, not yet accounted for
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._senders: list[threading.Thread] = []
+        self._idle_senders = 0
+        self._lock = threading.Lock()  # the senders and their count of idle ones
+        self._sender_cond = threading.Condition(self._lock)  # a sender became idle
+        self.restarts = 0
+        self._refused_seen: dict[str, int] = {}
         # The spool's state: files may be waiting (ours, or a crashed process's); the service is down (new
         # batches go to disk, behind the older ones); when to try the oldest file again.
         self._spool_backlog = spool is not None and spool.pending() > 0
+        self._spool_broken_until = 0.0  # a disk error: memory only until then, then the spool is tried again
         self._outage = False
+        self._probing = False  # one spooled file in flight while the service is down
         self._probe_attempt = 0
         self._next_probe = 0.0
 
@@ -180,6 +233,10 @@ class Worker:
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
 
     def start(self) -> None:
         t = threading.Thread(target=self._run, name=self.name, daemon=True)
@@ -191,21 +248,45 @@ class Worker:
         self._next_probe = 0.0  # a flush tries the spool now, not at the next back-off step
         self.wakeup.set()
 
+    def hurry(self, deadline: float, final: bool = False) -> None:
+        """Deliver everything now, retries included, by ``deadline`` (monotonic); requests started from now on
+        never outlive it. The worker goes on afterwards: records logged later are still sent, by the same
+        deadline when ``final`` (the process is ending), as usual otherwise (the hurry ends with the deadline)."""
+        if self._deadline is None or deadline < self._deadline or not self._final:
+            self._deadline = deadline
+        self._final = self._final or final
+        self._next_probe = 0.0
+        self.wakeup.set()
+
     def stop(self, grace: float) -> None:
-        """Ask the worker to deliver what is left within ``grace`` seconds and end. Does not wait."""
-        if self._stop_deadline is None:
-            self._stop_deadline = time.monotonic() + max(0.0, grace)
+        """Deliver what is left within ``grace`` seconds, then end. Does not wait."""
+        self.hurry(time.monotonic() + max(0.0, grace), final=True)
+        self._stopping = True
         self._interrupt.set()
         self.wakeup.set()
 
-    def join(self, timeout: float | None) -> bool:
-        t = self._thread
-        if t is None or t is threading.current_thread():
-            return True
-        t.join(timeout)
-        return not t.is_alive()
+    def join(self, timeout: float) -> bool:
+        """Wait (at most ``timeout``) for the batcher and the senders; True when all have ended."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._lock:
+            threads = [t for t in [self._thread, *self._senders] if t is not None]
+        for t in threads:
+            if t is threading.current_thread() or t.ident is None:
+                continue  # never started (an interrupted start): nothing to wait for
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in threads)
 
-    # --- the loop --------------------------------------------------------------------------------------------
+    def _remaining(self) -> float | None:
+        d = self._deadline
+        if d is None:
+            return None
+        left = d - time.monotonic()
+        if left <= 0 and not self._final:
+            self._deadline = None  # a hurry that was not the end (SIGTERM handed on to a server): back to normal
+            return None
+        return left
+
+    # --- the batcher ---------------------------------------------------------------------------------------
 
     def _run(self) -> None:
         me = threading.get_ident()
@@ -214,170 +295,321 @@ class Worker:
             if self.spool is not None:
                 self._spool_call(self.spool.reclaim_stale_leases)
             self._loop()
-        except BaseException as e:  # a bug here must not kill the app; account for what was held
-            _log.error("ces_logging worker stopped by an unexpected error: %s: %s", type(e).__name__, e)
-            self.stats.add_dropped("error", self._in_flight)
-            self._in_flight = 0
         finally:
-            if self._stop_deadline is not None:  # stopping: what is still queued will never be sent
-                n = len(self.pending)
-                self.pending.clear()
-                self.stats.add_dropped("shutdown", n)
-                with contextlib.suppress(Exception):
-                    self.client.reset_connections()  # no idle keep-alive connection left behind
+            if self._stopping:  # what is still queued will never be sent
+                self._finish()
             WORKER_THREADS.discard(me)
 
-    def _loop(self) -> None:
-        """Records wait in the queue, not in a half-built batch, until a batch is due: full, or
-        ``flush_interval`` after the first of them arrived, or a flush or stop. So ``emit`` needs to wake
-        the worker only twice a batch (the first record, and the one that fills it), not once a record."""
-        first_seen: float | None = None  # when the oldest queued record was noticed
+    def _finish(self) -> None:
+        """Stopping: account for what is left in the buffer, end the senders, close idle connections."""
         while True:
-            self.wakeup.clear()
-            stopping = self._stop_deadline is not None
-            waiting = len(self.pending)
-            if waiting:
-                now = time.monotonic()
-                if first_seen is None:
-                    first_seen = now
-                due = now - first_seen >= self.flush_interval
-                if waiting >= self.batch_size or due or stopping or self._flush_requested:
-                    self._deliver(self._take(min(waiting, self.batch_size)))
-                    first_seen = time.monotonic() if self.pending else None
-                    continue
-            else:
-                first_seen = None
-            spool_due = self._spool_backlog and time.monotonic() >= self._next_probe
-            if spool_due and not (stopping and self._outage) and self._send_one_spooled():
-                continue
-            if first_seen is not None:
-                self.wakeup.wait(max(0.0, self.flush_interval - (time.monotonic() - first_seen)))
-                continue
-            # nothing queued
-            self._flush_requested = False
-            if stopping:
-                return
-            wait = 1.0
-            if self._spool_backlog:
-                wait = min(wait, max(0.0, self._next_probe - time.monotonic()))
-            self.wakeup.wait(wait)
-
-    def _take(self, n: int) -> list[Event]:
-        batch = []
+            items = self.buffer.take(self.batch_size, self.size_of)
+            if not items:
+                break
+            self.stats.taken(len(items))
+            batch = self._build_all(items, Ledger(self.stats, "memory", None))
+            self._park(batch, Ledger(self.stats, "memory", self._owner()), None, "shutdown")
+        with self._lock:
+            n = len(self._senders)
         for _ in range(n):
-            item = self.pending.popleft()
-            self._in_flight += 1
-            batch.append(self._build_safely(item))
+            self._jobs.put(None)
+        with contextlib.suppress(Exception):
+            self.client.reset_connections()  # no idle keep-alive connection left behind
+
+    def _loop(self) -> None:
+        """Records wait in the buffer, not in a half-built batch, until a batch is due: full, or
+        ``flush_interval`` after the first of them arrived, or a flush, a deadline or a stop. So ``emit`` needs
+        to wake the worker only twice a batch (the first record, and the one that fills it)."""
+        first_seen: float | None = None  # when the oldest queued record was noticed
+        errors = 0
+        next_report = 0.0
+        while True:
+            try:
+                if time.monotonic() >= next_report:
+                    self._report_refused()
+                    next_report = time.monotonic() + 1.0
+                self.wakeup.clear()
+                urgent = self._remaining() is not None or self._flush_requested
+                waiting = len(self.buffer.items)
+                if waiting:
+                    now = time.monotonic()
+                    if first_seen is None:
+                        first_seen = now
+                    due = now - first_seen >= self.flush_interval
+                    if waiting >= self.batch_size or due or urgent or self.buffer.over(0.5):
+                        self._take_and_dispatch()
+                        first_seen = time.monotonic() if self.buffer.items else None
+                        errors = 0
+                        continue
+                else:
+                    first_seen = None
+                if self._spool_due() and self._send_one_spooled():
+                    continue
+                if first_seen is not None:
+                    self.wakeup.wait(max(0.0, self.flush_interval - (time.monotonic() - first_seen)))
+                    continue
+                # nothing queued in memory
+                if self._stopping and (self._idle() or (self._remaining() or 0) <= 0):
+                    return
+                if self.stats.in_flight == 0:
+                    self._flush_requested = False
+                wait = 0.25 if (self._stopping or self._deadline is not None) else 1.0
+                if self._spool_backlog:
+                    wait = min(wait, max(0.0, self._next_probe - time.monotonic()))
+                self.wakeup.wait(wait)
+            except Exception as e:  # a bug here must not end delivery: say it once, go on
+                errors += 1
+                notice.say("worker-bug", f"worker error (recovering): {type(e).__name__}: {e}")
+                if errors > 100:
+                    raise
+                time.sleep(min(1.0, 0.01 * errors))
+
+    _WORDS: Final = {
+        "queue_full": "the buffer was full (the service is slower than the app logs; see queue_size, "
+        "queue_max_bytes, overflow)",
+        "closed": "logged after the handler was closed",
+    }
+
+    def _report_refused(self) -> None:
+        """Records refused at emit are said here, off the app's thread (emit never does I/O)."""
+        seen = self._refused_seen
+        for reason, n in self.buffer.refused_counts().items():
+            if n > seen.get(reason, 0):
+                new = n - seen.get(reason, 0)
+                if notice.say(f"refused-{reason}", f"{new} event(s) dropped: {self._WORDS.get(reason, reason)}"):
+                    seen[reason] = n
+
+    def _idle(self) -> bool:
+        """Nothing in memory, nothing in flight, and nothing of ours on disk that could go now."""
+        if self.buffer.items or self.stats.in_flight:
+            return False
+        return not (self._spool_backlog and not self._outage and self.spool is not None)
+
+    def _take_and_dispatch(self) -> None:
+        items = self.buffer.take(self.batch_size, self.size_of)
+        if not items:
+            return
+        self.stats.taken(len(items))
+        ledger = Ledger(self.stats, "memory", self._owner())
+        batch = self._build_all(items, ledger)
+        if batch:
+            self._dispatch(batch, ledger)
+
+    def _owner(self) -> str | None:
+        return self.spool.owner if self.spool is not None else None
+
+    def _build_all(self, items: list[Any], ledger: Ledger) -> list[Event]:
+        batch: list[Event] = []
+        reasons: Counter[str] = Counter()
+        now = now_ms()
+        for item in items:
+            try:
+                ev = self.build(item, now)
+            except Exception as e:  # a bug: the builder is meant never to raise
+                notice.say("build-bug", f"could not build an event: {type(e).__name__}: {e}")
+                ev = "error"
+            if isinstance(ev, str):
+                reasons[ev] += 1
+            else:
+                batch.append(ev)
+        for reason, n in reasons.items():
+            ledger.dropped(reason, n)
+            if reason == "key_rate":
+                notice.say("key_rate", f"{n} event(s) dropped: over 1,000 a second with the same fields for minutes")
         return batch
 
-    def _build_safely(self, item: Any) -> Event:
+    def _dispatch(self, batch: list[Event], ledger: Ledger, leased: SpoolFile | None = None) -> None:
+        """A batch to disk (the service is down, older batches wait there, or the buffer overflows), or to a
+        sender. At most ``throttle.max`` batches are out of the buffer at once (one per sender); each sender
+        asks the throttle for a slot before every attempt, so a batch waiting for a sender never holds one."""
+        spill = self.buffer.over(1.0)
+        if leased is None and (self._outage or self._spool_backlog or spill) and self._to_spool(batch, ledger):
+            return
+        job = Job(batch, ledger, leased)
+        with self._sender_cond:
+            while True:
+                self._senders = [t for t in self._senders if t.is_alive()]
+                if self._idle_senders > 0:
+                    self._idle_senders -= 1
+                    self._jobs.put(job)
+                    return
+                if len(self._senders) < self.throttle.max:
+                    t = threading.Thread(target=self._sender, name=f"{self.name}-send", daemon=True)
+                    self._senders.append(t)
+                    self._jobs.put(job)
+                    t.start()
+                    return
+                left = self._remaining()
+                if left is not None and left <= 0:
+                    break
+                self._sender_cond.wait(0.25 if left is None else min(0.25, left))
+        self._park(batch, ledger, leased, "shutdown")
+
+    def _slot(self, give_way: Callable[[], bool] | None = None) -> bool | None:
+        """A throttle slot: True; False when the process's final deadline has passed; None as soon as
+        ``give_way()`` says the batch has somewhere better to go (the spool, once the service is down)."""
+        while True:
+            step = time.monotonic() + 0.25
+            d = self._deadline
+            if self.throttle.acquire(step if d is None else min(d, step)):
+                return True
+            left = self._remaining()  # a passed hurry that was not final is cleared here
+            if left is not None and left <= 0:
+                return False
+            if give_way is not None and give_way():
+                return None
+
+    # --- senders --------------------------------------------------------------------------------------------
+
+    def _sender(self) -> None:
+        """Takes one job at a time (a batch is handed to it only when it is idle), sends it, and ends after
+        ``IDLE_SENDER_S`` without work, or at a stop."""
+        me = threading.get_ident()
+        WORKER_THREADS.add(me)
         try:
-            return self.build(item)
-        except Drop as d:
-            return {"_drop": d.reason}
-        except Exception as e:  # a bug: the builder is meant never to raise
-            return {"_drop": "error", "_why": f"{type(e).__name__}: {e}"}
-
-    # --- delivery --------------------------------------------------------------------------------------------
-
-    def _deliver(self, batch: list[Event]) -> None:
-        ledger = Ledger(self, "memory", self.spool.owner if self.spool else None)
-        unsendable = [e for e in batch if "_drop" in e]
-        if unsendable:
-            reasons = Counter(e["_drop"] for e in unsendable)
-            for reason, n in reasons.items():
-                ledger.dropped(reason, n)
-            if "error" in reasons:
-                why = next(e["_why"] for e in unsendable if e["_drop"] == "error")
-                _log.error("ces_logging could not build %d event(s): %s", reasons["error"], why)
-            batch = [e for e in batch if "_drop" not in e]
-        if not batch:
-            return
-        # While the service is down, or older batches wait on disk, new ones queue behind them on disk.
-        if (self._outage or self._spool_backlog) and self._to_spool(batch, ledger):
-            return
-        self._send_with_retries(batch, ledger)
+            while True:
+                try:
+                    job = self._jobs.get(timeout=IDLE_SENDER_S)
+                except queue.Empty:
+                    with self._sender_cond:
+                        if self._idle_senders > 0:  # still counted idle: nobody handed it a job
+                            self._idle_senders -= 1
+                            self._senders = [t for t in self._senders if t is not threading.current_thread()]
+                            return
+                    continue  # a job was handed over just now: take it
+                if job is None:
+                    return
+                try:
+                    self._send_with_retries(job.batch, job.ledger, job.leased)
+                except Exception as e:  # a bug: account for the batch, never lose the count
+                    notice.say("send-bug", f"unexpected error while sending: {type(e).__name__}: {e}")
+                    job.ledger.dropped("error", len(job.batch))
+                finally:
+                    with self._sender_cond:
+                        self._idle_senders += 1
+                        self._sender_cond.notify_all()
+                    self.wakeup.set()
+        finally:
+            WORKER_THREADS.discard(me)
 
     def _drop_too_old(self, batch: list[Event], ledger: Ledger) -> list[Event]:
         fresh = [e for e in batch if sendable(e["time"])]
         if len(fresh) < len(batch):
             ledger.dropped("too_old", len(batch) - len(fresh))
+            notice.say("too_old", f"{len(batch) - len(fresh)} event(s) dropped: older than the service accepts (1 h)")
         return fresh
 
-    def _remaining(self) -> float | None:
-        if self._stop_deadline is None:
-            return None
-        return self._stop_deadline - time.monotonic()
-
-    def _send_with_retries(self, batch: list[Event], ledger: Ledger, leased: SpoolFile | None = None) -> None:
-        """Deliver one batch, or account for every item in it. With a spool, a retryable failure does not
-        hold the batch in memory: it goes to disk (or, when it came from disk, back to it) and the spool is
-        tried again after the back-off."""
+    def _send_with_retries(
+        self, batch: list[Event], ledger: Ledger, leased: SpoolFile | None = None, *, slot: bool = False
+    ) -> None:
+        """Deliver one batch, or account for every item in it. ``slot``: a throttle slot is held on entry; it
+        is always given back. With a spool, a retryable failure does not hold the batch in memory: it goes to
+        disk (or, when it came from disk, back to it) and the spool is tried again after the back-off."""
         attempt = 0
         auth_failures = 0
-        while True:
-            batch = self._drop_too_old(batch, ledger)
-            if not batch:
-                self._spool_done(leased)
-                return
-            remaining = self._remaining()
-            if remaining is not None and remaining <= 0:
-                self._park(batch, ledger, leased, "shutdown")
-                return
-            timeout = None if remaining is None else max(0.1, min(self.client.timeout, remaining))
-            # Times were assigned once, when the events were built: a retry sends the very same items, and
-            # the same-event rule makes a batch that did land the first time harmless the second time.
-            body = json.dumps(batch, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-            try:
-                self.client.post_events_body(body, timeout=timeout)
-            except CESValidationError as e:
-                self._isolate_rejected(batch, e, ledger)
-                self._spool_done(leased)
-                return
-            except CESAuthError as e:
-                auth_failures += 1
-                if auth_failures >= AUTH_ATTEMPTS or e.status == 403:
-                    _log.warning("ces_logging: credentials refused, %d event(s) dropped: %s", len(batch), e)
-                    ledger.dropped("auth", len(batch))
+        try:
+            while True:
+                while not slot:
+                    got = self._slot(lambda: leased is None and self._outage and self._spool_usable())
+                    if got is None:  # the service went down while this batch waited: to disk, behind the rest
+                        if self._park(batch, ledger, None, None):
+                            return
+                        continue
+                    if not got:
+                        self._park(batch, ledger, leased, "shutdown")
+                        return
+                    slot = True
+                batch = self._drop_too_old(batch, ledger)  # after the wait for a slot: time has passed
+                if not batch:
                     self._spool_done(leased)
                     return
-                self.stats.add_retry()
-                delay = backoff_delay(auth_failures)
-            except CESError as e:
-                self.stats.add_retry()
-                if self.spool is None:
-                    attempt += 1
-                    delay = backoff_delay(attempt, e.retry_after)
-                else:  # the spool's back-off spans batches: it is the service that is down
-                    self._probe_attempt += 1
-                    delay = backoff_delay(self._probe_attempt, e.retry_after)
-                    if self._park(batch, ledger, leased, None):
-                        self._outage = True
-                        self._next_probe = time.monotonic() + delay
+                remaining = self._remaining()
+                if remaining is not None and remaining <= 0:
+                    self._park(batch, ledger, leased, "shutdown")
+                    return
+                timeout = None if remaining is None else max(0.05, min(self.client.timeout, remaining))
+                # Times were assigned once, when the events were built: a retry sends the very same items, and
+                # the same-event rule makes a batch that did land the first time harmless the second time.
+                body = json.dumps(batch, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+                try:
+                    self.client.post_events_body(body, timeout=timeout)
+                except CESValidationError as e:
+                    self.throttle.release(True)
+                    slot = False
+                    self._isolate_rejected(batch, e, ledger)
+                    self._spool_done(leased)
+                    return
+                except CESAuthError as e:
+                    self.throttle.release(True)
+                    slot = False
+                    auth_failures += 1
+                    if auth_failures >= AUTH_ATTEMPTS or e.status == 403:
+                        ledger.dropped("auth", len(batch))
+                        notice.say("auth", f"credentials refused, {len(batch)} event(s) dropped: {e}")
+                        self._spool_done(leased)
                         return
-            except Exception as e:  # a bug (ours or a library's): never loop on it
-                _log.error("ces_logging: unexpected error while sending: %s: %s", type(e).__name__, e)
-                ledger.dropped("error", len(batch))
-                self._spool_done(leased)
-                return
-            else:
-                ledger.sent(len(batch))
-                self._spool_done(leased)
-                self._outage = False
-                self._probe_attempt = 0
-                return
-            remaining = self._remaining()
-            if remaining is not None and delay >= remaining:
-                self._park(batch, ledger, leased, "shutdown")
-                return
-            self._interrupt.wait(delay)
+                    self.stats.add_retry()
+                    delay = backoff_delay(auth_failures)
+                except CESError as e:
+                    self.stats.add_retry()
+                    if self.spool is not None and self._spool_usable():
+                        # the spool's back-off spans batches: it is the service that is down
+                        self._probe_attempt += 1
+                        delay = backoff_delay(self._probe_attempt, e.retry_after)
+                        self.throttle.release(False, delay)
+                        slot = False
+                        if self._park(batch, ledger, leased, None):
+                            self._outage = True
+                            self._next_probe = time.monotonic() + delay
+                            notice.say("outage", f"service unavailable ({e}); events wait in the spool")
+                            return
+                    else:
+                        attempt += 1
+                        delay = backoff_delay(attempt, e.retry_after)
+                        self.throttle.release(False, delay)
+                        slot = False
+                        if attempt == 3:
+                            notice.say("retrying", f"service unavailable ({e}); retrying")
+                    remaining = self._remaining()
+                    if remaining is not None and delay >= remaining:
+                        self._park(batch, ledger, leased, "shutdown")
+                        return
+                    continue  # the throttle's shared pause is the wait
+                except Exception as e:  # a bug (ours or a library's): never loop on it
+                    self.throttle.release(True)
+                    slot = False
+                    ledger.dropped("error", len(batch))
+                    notice.say("send-bug", f"unexpected error while sending: {type(e).__name__}: {e}")
+                    self._spool_done(leased)
+                    return
+                else:
+                    self.throttle.release(True)
+                    slot = False
+                    ledger.sent(len(batch))
+                    self._spool_done(leased)
+                    if self._outage:
+                        self._outage = False
+                        self._next_probe = 0.0
+                        self.wakeup.set()
+                    self._probe_attempt = 0
+                    return
+                remaining = self._remaining()
+                if remaining is not None and delay >= remaining:
+                    self._park(batch, ledger, leased, "shutdown")
+                    return
+                self._interrupt.wait(delay)
+        finally:
+            if slot:
+                self.throttle.release(True)
+            if leased is not None:
+                self._probing = False
 
     def _isolate_rejected(self, batch: list[Event], err: CESError, ledger: Ledger) -> None:
         """A 400 names the request, not always the item: split the batch in halves until the bad items are
         alone, drop those as ``rejected`` and deliver the rest."""
         if len(batch) == 1 or err.status in (404,):
-            _log.warning("ces_logging: service refused %d event(s): %s", len(batch), err)
             ledger.dropped("rejected", len(batch))
+            notice.say("rejected", f"service refused {len(batch)} event(s): {err}")
             return
         mid = len(batch) // 2
         for half in (batch[:mid], batch[mid:]):
@@ -385,31 +617,36 @@ class Worker:
 
     # --- the spool ---------------------------------------------------------------------------------------------
 
+    def _spool_usable(self) -> bool:
+        return self.spool is not None and time.monotonic() >= self._spool_broken_until
+
     def _spool_call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """A spool operation; a disk problem turns the spool off (memory only) with one warning."""
+        """A spool operation; a disk problem (full, read-only) means memory only for a while, with one line;
+        the spool is tried again later, and what it already holds is still read and delivered."""
         try:
             return fn(*args)
         except OSError as e:
-            _log.warning(
-                "ces_logging: spool at %s unusable (%s: %s); keeping events in memory only",
-                getattr(self.spool, "dir", "?"), type(e).__name__, e,
-            )  # fmt: skip
-            self.spool = None
-            self._spool_backlog = False
-            self._outage = False
+            notice.say(
+                "spool-error",
+                f"spool at {getattr(self.spool, 'dir', '?')} failed ({type(e).__name__}: {e.strerror or e}); "
+                "keeping events in memory and trying the disk again in 30 s",
+            )
+            self._spool_broken_until = time.monotonic() + 30.0
             return None
 
     def _to_spool(self, batch: list[Event], ledger: Ledger) -> bool:
         """Write a batch to disk; True when it is there. The size cap may push out the oldest files: their
         items are counted as dropped (``spool_full``)."""
         spool = self.spool
-        if spool is None:
+        if spool is None or not self._spool_usable():
             return False
         evicted = self._spool_call(spool.write, batch, ledger.owner)
         if evicted is None:
             return False
         for f in evicted:
-            Ledger(self, "own" if f.owner == spool.owner else "recovered", f.owner).dropped("spool_full", f.count)
+            kind = "own" if f.owner == spool.owner else "recovered"
+            Ledger(self.stats, kind, f.owner).dropped("spool_full", f.count)
+            notice.say("spool_full", f"spool over its size cap: {f.count} event(s) of the oldest batch dropped")
         ledger.spooled(len(batch))
         self._spool_backlog = True
         return True
@@ -417,46 +654,72 @@ class Worker:
     def _park(self, batch: list[Event], ledger: Ledger, leased: SpoolFile | None, reason: str | None) -> bool:
         """Put a batch that cannot be sent now somewhere safe: back to its spool file, or into the spool.
         Failing both, drop it as ``reason`` (when given) and say so with False."""
+        if not batch:
+            self._spool_done(leased)
+            return True
         if leased is not None and self.spool is not None:
-            if len(batch) == leased.count:
-                self._spool_call(self.spool.release, leased)
+            if len(batch) == leased.count and self._spool_call(self.spool.release, leased) is not False:
                 self._spool_backlog = True
                 return True
             self._spool_done(leased)  # part of it went (too old): write what is left as a new file
         if self._to_spool(batch, ledger):
             return True
         if reason is not None:
-            ledger.dropped(reason, len(batch))
+            ledger.dropped(reason, len(batch))  # "shutdown": the handler says it, in one line (_report_left)
         return False
 
     def _spool_done(self, leased: SpoolFile | None) -> None:
         if leased is not None and self.spool is not None:
             self._spool_call(self.spool.done, leased)
 
+    def _spool_due(self) -> bool:
+        if not self._spool_backlog or self.spool is None or self._probing:
+            return False
+        if self._outage and self._deadline is not None and self._stopping:
+            return False  # stopping while the service is down: the files wait for the next process
+        return time.monotonic() >= self._next_probe
+
     def _send_one_spooled(self) -> bool:
-        """Send the oldest spooled batch; True when the spool moved (sent, dropped), False when it is empty
-        or the service is still down."""
+        """Send the oldest spooled batch; True when something moved, False when the spool is empty (or it
+        cannot be read now)."""
         spool = self.spool
         if spool is None:
             return False
         claimed = self._spool_call(spool.claim)
-        if not claimed:
-            self._spool_backlog = False
-            self._outage = False
+        if claimed is None:
+            self._spool_backlog = spool.has_files() if self._spool_usable() else self._spool_backlog
+            self._refresh_own_spooled()
+            if not self._spool_backlog:
+                self._outage = False
+            else:
+                self._next_probe = time.monotonic() + 1.0
             return False
-        leased, items = claimed
-        ledger = Ledger(self, "own" if leased.owner == spool.owner else "recovered", leased.owner)
-        if not items:  # unreadable: it can never be sent
+        leased, items, problem = claimed
+        kind = "own" if leased.owner == spool.owner else "recovered"
+        ledger = Ledger(self.stats, kind, leased.owner)
+        if problem is not None:  # unreadable or invalid: it can never be sent
             ledger.dropped("error", leased.count)
+            notice.say("spool-bad-file", f"spool file {leased.path.name} dropped ({problem}): {leased.count} event(s)")
             return True
-        self._send_with_retries(items, ledger, leased)
-        return not self._outage
+        if self._outage:
+            self._probing = True
+        self._dispatch(items, ledger, leased)
+        return True
+
+    def _refresh_own_spooled(self) -> None:
+        """When the files this handler wrote are gone (another process delivered them), stop counting them as
+        queued here: ``flush`` must not wait for what someone else already sent."""
+        spool = self.spool
+        if spool is None or self.stats.spooled <= 0:
+            return
+        on_disk = self._spool_call(spool.count_of_owner, spool.owner)
+        if on_disk is not None and on_disk < self.stats.spooled:
+            self.stats.forget_spooled(self.stats.spooled - on_disk)
 
     # --- flush -------------------------------------------------------------------------------------------------
 
-    def wait_accounted(self, target: int, accounted: Callable[[], int], timeout: float | None) -> bool:
-        """Wait until ``accounted() >= target`` (the handler knows what counts), at most ``timeout`` s."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def wait_accounted(self, target: int, accounted: Callable[[], int], deadline: float | None) -> bool:
+        """Wait until ``accounted() >= target`` (the handler knows what counts), until ``deadline``."""
         with self.stats.cond:
             while accounted() < target:
                 if not self.alive:
@@ -465,4 +728,6 @@ class Worker:
                 if left is not None and left <= 0:
                     return False
                 self.stats.cond.wait(0.05 if left is None else min(0.05, left))
+                if self.stats.spooled and not self._outage:
+                    self.wakeup.set()
         return True

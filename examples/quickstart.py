@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -25,9 +26,14 @@ def main() -> None:
         handler = ces_logging.configure(level="INFO", endpoint=emu.url, project_id=PROJECT, event_source="shop.api")
 
         log = logging.getLogger("shop.checkout")
+        # A real app's records are apart in time; the pauses make "newest first" visible in the table below
+        # (four records in one millisecond would share a time and come back in no telling order).
         log.info("order %s placed", "A-1001")
+        time.sleep(0.05)
         log.warning("payment provider slow: %d ms", 2300)
+        time.sleep(0.05)
         log.error("payment failed for order %s", "A-1002", extra={"ces": {"resource_id": "order-A-1002"}})
+        time.sleep(0.05)
         try:
             raise ZeroDivisionError("division by zero in basket total")
         except ZeroDivisionError:
@@ -42,6 +48,7 @@ def main() -> None:
             t = datetime.fromtimestamp(e.time / 1000).isoformat(sep=" ", timespec="milliseconds")
             first_line = e.content.splitlines()[0] if e.content else ""
             print(f"{t:<23} {e.level:<8} {e.state:<9} {e.event_name:<14} {e.event_source:<9} {first_line}")
+        print("\nnewest first. To browse events in a web page: ces-logging emulator, then open the URL it prints")
         handler.close()
         levels = {e.level for e in rows}
         missing = {"Critical", "Major", "Minor", "Info"} - levels

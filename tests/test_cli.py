@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from freezegun import freeze_time
@@ -54,7 +55,7 @@ def test_events_filters_and_pages_with_progress(emu: Emulator) -> None:
     c.report_events([item(name="many", t=t0 + i, event_level="Minor" if i % 10 else "Major") for i in range(230)])
     r = cli("events", "many", "--json", emu=emu)
     assert len(r.stdout.splitlines()) == 230
-    assert "230/230 events" in r.stderr  # progress on stderr for more than one page
+    assert r.stderr == "230/230 events\n"  # piped: the count once, no \r progress line in a log
     assert len(cli("events", "many", "--level", "Major", "--json", emu=emu).stdout.splitlines()) == 23
     limited = cli("events", "many", "--limit", "5", "--json", emu=emu).stdout.splitlines()
     assert [json.loads(x)["time"] for x in limited] == [t0 + 229 - i for i in range(5)]
@@ -132,12 +133,14 @@ def test_doctor_config_error() -> None:
     assert r.returncode == 1 and "[FAIL] configuration" in r.stdout
 
 
-def test_usage_and_config_errors_are_one_line_exit_2() -> None:
+def test_usage_errors_exit_2_and_set_up_errors_exit_1_in_one_line() -> None:
     r = cli("events", "x", "--since", "yesterday", CES_ENDPOINT="http://127.0.0.1:9", CES_PROJECT_ID=PROJECT)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "cannot read time" in r.stderr
-    r = cli("send", "--name", "x", CES_ENDPOINT="http://127.0.0.1:9")
-    assert r.returncode == 2 and "CES_PROJECT_ID" in r.stderr and "Traceback" not in r.stderr
     assert cli("nosuchcommand").returncode == 2
+    r = cli("send", "--name", "x", CES_ENDPOINT="http://127.0.0.1:9")  # the set-up said no: README's exit 1
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "CES_PROJECT_ID" in r.stderr
+    r = cli("--region", "xx-nowhere-1", "send", "--name", "x", CES_PROJECT_ID=PROJECT)
+    assert r.returncode == 1 and "unknown region 'xx-nowhere-1'" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_service_error_is_exit_1(emu: Emulator) -> None:
@@ -159,6 +162,7 @@ def test_emulator_command_serves_and_stops_on_sigterm(tmp_path: object) -> None:
         first = p.stdout.readline()  # type: ignore[union-attr]
         url = re.search(r"http://127\.0\.0\.1:\d+", first).group(0)  # type: ignore[union-attr]
         assert "open, for local development" in p.stdout.readline()  # type: ignore[union-attr]
+        assert p.stdout.readline().startswith(f"console: {url}/ ")  # type: ignore[union-attr]
         CESClient(PROJECT, endpoint=url).report_events([item()])
         p.send_signal(signal.SIGTERM)
         out, _ = p.communicate(timeout=20)
@@ -193,3 +197,108 @@ def test_table_colours_levels_and_cuts_to_the_terminal_width() -> None:
     plain = io.StringIO()
     Table(plain, colour=False, width=0).row(EventRecord("ev1", "n", "app.log", 1, detail))
     assert plain.getvalue().splitlines()[1].endswith("x" * 500)  # piped: nothing cut, no colour codes
+
+
+# --- the CLI matches its README (issue 14) -----------------------------------------------------------------------
+
+
+def test_global_options_work_before_and_after_the_command(emu: Emulator) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CES_", "HUAWEICLOUD_SDK_"))}
+    for args in (
+        ["--endpoint", emu.url, "--project-id", PROJECT, "send", "--name", "before"],
+        ["send", "--endpoint", emu.url, "--project-id", PROJECT, "--name", "after"],
+        ["--endpoint", emu.url, "send", "--project-id", PROJECT, "--name", "mixed", "--timeout", "5"],
+    ):
+        r = subprocess.run([sys.executable, "-m", "ces_logging", *args], env=base, capture_output=True, text=True,
+                           timeout=60)  # fmt: skip
+        assert r.returncode == 0, (args, r.stderr)
+    assert [len(emu.events(PROJECT, n)) for n in ("before", "after", "mixed")] == [1, 1, 1]
+    # after the command wins over before it, as a person reading the line expects
+    r = cli("--project-id", "bad id!", "events", "before", "--project-id", PROJECT, "--json", emu=emu)
+    assert r.returncode == 0 and json.loads(r.stdout)["event_name"] == "before"
+
+
+def test_allow_insecure_flag(emu: Emulator) -> None:
+    # 127.1 reaches this machine but is not a loopback address the endpoint check recognises: plain http to
+    # "another host", refused unless --allow-insecure says so
+    url = emu.url.replace("127.0.0.1", "127.1")
+    creds = {"CES_PROJECT_ID": PROJECT, "CES_AUTH_TOKEN": "any"}  # not loopback: the chain would ask ECS metadata
+    r = cli("--endpoint", url, "send", "--name", "insecure", **creds)
+    assert r.returncode == 1 and "allow_insecure" in r.stderr
+    r = cli("--endpoint", url, "--allow-insecure", "send", "--name", "insecure", **creds)
+    assert r.returncode == 0, r.stderr
+    assert len(emu.events(PROJECT, "insecure")) == 1
+    assert "--allow-insecure" in cli("send", "--help").stdout
+
+
+def test_events_checks_the_name_before_asking(emu: Emulator) -> None:
+    for name in ("bad name", "9lives", "x" * 65):
+        r = cli("events", name, emu=emu)
+        assert r.returncode == 2 and f"event name {name!r}" in r.stderr and "Traceback" not in r.stderr
+        assert cli("tail", name, emu=emu).returncode == 2
+    assert emu.stats().get("requests", 0) == 0  # found locally: nothing was sent
+    r = cli("events", "Some.System-Event", "--type", "EVENT.SYS", emu=emu)  # system names: only the length
+    assert r.returncode == 0, r.stderr
+
+
+def test_progress_line_only_on_a_terminal(emu: Emulator) -> None:
+    import pty
+
+    c = CESClient(PROJECT, endpoint=emu.url)
+    t0 = now_ms() - 30_000
+    c.report_events([item(name="paged", t=t0 + i) for i in range(150)])
+    master, slave = pty.openpty()
+    try:
+        e = {**os.environ, "CES_ENDPOINT": emu.url, "CES_PROJECT_ID": PROJECT}
+        r = subprocess.run([sys.executable, "-m", "ces_logging", "events", "paged", "--json"], env=e,
+                           stdout=subprocess.PIPE, stderr=slave, timeout=60)  # fmt: skip
+        os.close(slave)
+        slave = -1
+        got = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's other side is closed and drained
+                break
+            if not chunk:
+                break
+            got += chunk
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 150
+    assert b"\r100/150 events" in got and b"\r150/150 events" in got
+
+
+def test_send_help_shows_the_example_as_typed() -> None:
+    out = cli("send", "--help").stdout
+    assert '"disk /data 95% full"' in out and "95%%" not in out
+
+
+def test_emulator_command_set_up_errors_are_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        r = cli("emulator", "--port", str(port), timeout=30)
+    assert r.returncode == 1 and f"port {port} on 127.0.0.1 is in use" in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    r = cli("emulator", "--port", "0", "--ak", "AKONLY", timeout=30)
+    assert r.returncode == 2 and "--ak and --sk go together" in r.stderr and "Traceback" not in r.stderr
+    r = cli("emulator", "--port", "0", "--db", str(tmp_path / "no" / "such" / "dir" / "e.db"), timeout=30)
+    assert r.returncode == 1 and "cannot open the database" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_credentials_file_that_is_not_utf8(emu: Emulator, tmp_path: Path) -> None:
+    from ces_logging import CESHandler, ConfigError
+
+    bad = tmp_path / "credentials"
+    bad.write_bytes("[basic]\nak = AKEXAMPLE\nsk = s\xe9cret-\xff\n".encode("latin-1"))
+    r = cli("send", "--name", "x", emu=emu, HUAWEICLOUD_SDK_CREDENTIALS_FILE=str(bad))
+    assert r.returncode == 1 and "is not UTF-8" in r.stderr and "Traceback" not in r.stderr
+    assert "cret" not in r.stderr  # nothing of the file's content
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        CESHandler(project_id=PROJECT, endpoint=emu.url, env={"HUAWEICLOUD_SDK_CREDENTIALS_FILE": str(bad)})

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,10 +28,11 @@ from huaweicloudsdkces.v1 import (
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 
+from ces_logging import CESClient, ConfigError
 from ces_logging.emulator import Emulator
 from ces_logging.events import EVENT_ID_RE, WINDOW_FUTURE_MS, WINDOW_PAST_MS
 
-from .conftest import AK, PROJECT, SK, item, now_ms
+from .conftest import AK, PROJECT, SK, item, now_ms, wait_for
 
 
 def sdk(emu: Emulator, sk: str = SK, project: str = PROJECT) -> CesClient:
@@ -356,3 +363,292 @@ def test_fault_reject_matching(faulty: Emulator) -> None:
     r = post(faulty, [item(), item(content="has POISON in it")])
     assert r.status_code == 400 and r.json()["error_code"] == "ces.0014"
     assert post(faulty, [item()]).status_code == 201
+
+
+# --- security: admin routes, malformed requests, connections (issue 15) --------------------------------------
+
+
+def _raw(emu: Emulator, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes on a new connection; everything the server answers until it closes (or goes quiet)."""
+    host, port = emu.url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+
+def _head(path: str, extra: str = "", method: str = "POST") -> bytes:
+    return f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{extra}\r\n".encode()
+
+
+@pytest.mark.parametrize("mode", ["aksk", "token"])
+def test_admin_routes_need_the_api_credentials(mode: str) -> None:
+    from ces_logging.auth import AKSKAuth
+
+    kwargs: dict[str, str] = {"ak": AK, "sk": SK} if mode == "aksk" else {"token": "token-value-secret"}
+    auth = AKSKAuth(AK, SK) if mode == "aksk" else None
+    headers = {"X-Auth-Token": "token-value-secret"} if mode == "token" else {}
+    with Emulator(**kwargs) as emu:
+        requests.post(f"{emu.url}/V1.0/{PROJECT}/events", data=json.dumps([item()]), auth=auth, headers=headers,
+                      timeout=5).raise_for_status()  # fmt: skip
+        base = f"{emu.url}/_emulator"
+        outsider = [
+            requests.post(f"{base}/reset", timeout=5),
+            requests.post(f"{base}/revoke", timeout=5),
+            requests.post(f"{base}/faults", json={"count": 1_000_000, "status": 503}, timeout=5),
+            requests.delete(f"{base}/faults", timeout=5),
+            requests.get(f"{base}/stats", timeout=5),
+            requests.post(f"{base}/reset", headers={"X-Auth-Token": "guess"}, timeout=5),
+        ]
+        assert [r.status_code for r in outsider] == [401] * 6
+        assert emu.count() == 1 and not emu.state.faults  # nothing reset, no fault injected
+        # With the API's credentials (or the in-process helper's token) they work.
+        r = requests.post(f"{base}/faults", json={"count": 1, "status": 503}, auth=auth, headers=headers, timeout=5)
+        assert r.status_code == 201
+        assert requests.get(f"{base}/stats", auth=auth, headers=headers, timeout=5).json()["events_in_store"] == 1
+        assert emu.admin("POST", "reset") == {"reset": True} and emu.count() == 0
+
+
+def test_non_ascii_credentials_get_401_not_500(emu_aksk: Emulator) -> None:
+    from ces_logging.auth import format_sdk_date
+
+    path = f"/V1.0/{PROJECT}/events"
+    sig = f"X-Sdk-Date: {format_sdk_date()}\r\nAuthorization: SDK-HMAC-SHA256 Access={AK}, "
+    sig += "SignedHeaders=host;x-sdk-date, Signature=\xe9\xe9\r\n"
+    for extra in (sig, "X-Auth-Token: \xe9t\xe9\r\n"):
+        req = f"POST {path} HTTP/1.1\r\nHost: x\r\n{extra}Content-Length: 2\r\nConnection: close\r\n\r\n[]"
+        out = _raw(emu_aksk, req.encode("latin-1"))
+        assert out.startswith(b"HTTP/1.1 401"), out[:80]
+    assert emu_aksk.stats().get("internal_errors", 0) == 0
+
+
+def test_admin_routes_stay_open_in_open_mode(emu: Emulator) -> None:
+    assert requests.get(f"{emu.url}/_emulator/stats", timeout=5).status_code == 200
+
+
+def test_open_mode_on_another_address_warns_and_the_cli_suggests_loopback() -> None:
+    from ces_logging.emulator import exposure_warning, local_url
+
+    for host in ("0.0.0.0", "::", "192.168.1.10"):
+        warning = exposure_warning(host, anyone_gets_in=True)
+        assert warning is not None and "WARNING" in warning and "--token" in warning
+    assert exposure_warning("127.0.0.1", True) is None and exposure_warning("localhost", True) is None
+    assert exposure_warning("0.0.0.0", anyone_gets_in=False) is None
+    assert local_url("http", "0.0.0.0", 8765) == "http://127.0.0.1:8765"
+    assert local_url("http", "::1", 8765) == "http://[::1]:8765"
+    # The URL suggested for 0.0.0.0 is one our own client takes (plain http to 0.0.0.0 it refuses).
+    CESClient(PROJECT, endpoint=local_url("http", "0.0.0.0", 8765))
+    with pytest.raises(ConfigError):
+        CESClient(PROJECT, endpoint="http://0.0.0.0:8765")
+    with Emulator() as emu:
+        assert emu.exposure_warning is None  # 127.0.0.1
+
+
+def test_cli_metadata_mode_says_what_authentication_it_wants() -> None:
+    """``--metadata`` used to print "authentication: none" while every request got 401; the line now says
+    what is required and the CES_METADATA_URL to use, and that setting works."""
+    p = subprocess.Popen([sys.executable, "-m", "ces_logging", "emulator", "--port", "0", "--metadata"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert p.stdout is not None
+        first, auth_line, try_line = (p.stdout.readline() for _ in range(3))
+        url = re.search(r"http://127\.0\.0\.1:\d+", first).group(0)  # type: ignore[union-attr]
+        assert "none" not in auth_line and "required" in auth_line and f"CES_METADATA_URL={url}" in auth_line
+        assert f"CES_ENDPOINT={url}" in try_line
+        assert requests.post(f"{url}/V1.0/{PROJECT}/events", data=json.dumps([item()]), timeout=5).status_code == 401
+        c = CESClient(PROJECT, endpoint=url, env={"CES_METADATA_URL": url})
+        assert c.auth_source.startswith("metadata") and c.report_events([item()])
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=20)
+    finally:
+        p.kill()
+    assert p.returncode == 0 and "WARNING" not in err
+
+
+def test_content_length_minus_one_and_other_bad_lengths_get_400_and_free_the_thread(emu: Emulator) -> None:
+    """``Content-Length: -1`` made ``rfile.read(-1)`` wait until the client left, holding a thread."""
+    path = f"/V1.0/{PROJECT}/events"
+    bad = ("-1", "+5", "5_0", "2\r\nContent-Length: 3", "99999999999999999999")
+    for extra in (f"Content-Length: {v}\r\n" for v in bad):
+        t0 = time.monotonic()
+        out = _raw(emu, _head(path, extra))
+        assert out.startswith((b"HTTP/1.1 400", b"HTTP/1.1 413")), (extra, out[:60])
+        assert time.monotonic() - t0 < 4  # answered and closed, not held until the client gives up
+    assert wait_for(lambda: emu.active_connections == 0, timeout=5)
+    assert emu.stats().get("internal_errors", 0) == 0
+
+
+def test_query_integers_beyond_any_integer_get_400(emu: Emulator) -> None:
+    post(emu, [item()])
+    for name, value in (("start", "9" * 30), ("from", str(2**63)), ("to", "1" * 5000), ("limit", "9" * 25)):
+        r = get(emu, "testEvent", event_type="EVENT.CUSTOM", **{name: value})
+        assert r.status_code == 400 and r.json()["error_code"] in ("ces.0006", "ces.0013"), (name, r.text[:200])
+        assert len(r.text) < 2000  # a 5,000-digit value is not echoed whole
+    edge = get(emu, "testEvent", event_type="EVENT.CUSTOM", start=2**63 - 1, to=2**63 - 1)
+    assert edge.status_code == 200 and edge.json()["event_info"] == []
+    r = requests.get(f"{emu.url}/V1.0/{PROJECT}/events", params={"start": "9" * 5000}, timeout=5)
+    assert r.status_code == 400
+    assert emu.stats().get("internal_errors", 0) == 0
+
+
+def test_deeply_nested_json_gets_400(emu: Emulator) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    r = post(emu, deep)
+    assert r.status_code == 400 and r.json()["error_code"] == "ces.0014"
+    nested_detail = b'[{"event_name":"x","event_source":"a.b","time":1,"detail":' + b"[" * 100_000 + b"]" * 100_000
+    assert post(emu, nested_detail + b"}]").status_code == 400
+    assert requests.post(f"{emu.url}/_emulator/faults", data=deep, timeout=10).status_code == 400
+    assert requests.post(f"{emu.url}/v3/auth/tokens", data=deep, timeout=10).status_code in (400, 404)
+    huge_int = b'[{"event_name":"x","event_source":"a.b","time":' + b"9" * 100_000 + b',"detail":{}}]'
+    assert post(emu, huge_int).status_code == 400
+    assert emu.stats().get("internal_errors", 0) == 0 and emu.count() == 0
+
+
+def test_a_lone_surrogate_gets_400_not_500(emu: Emulator) -> None:
+    """JSON can write ``\\ud800``, UTF-8 cannot carry it: the service's likely answer (and the safe one for a
+    client: not retried) is 400 ces.0014, not the 500 that made the handler retry it."""
+    raw = json.dumps([item()]).replace('"hello"', '"bad \\ud800 text"').encode()
+    r = post(emu, raw)
+    assert r.status_code == 400 and r.json()["error_code"] == "ces.0014"
+    assert "content" in r.json()["error_msg"] and "surrogate" in r.json()["error_msg"]
+    in_key = json.dumps([item()]).replace('"detail": {', '"detail": {"\\udfff": 1, ').encode()
+    assert post(emu, in_key).status_code == 400  # the message names the key: it must still be sendable
+    dim = json.dumps([item(dimensions=[{"name": "d", "value": "v"}])]).replace('"v"', '"\\ud83d"').encode()
+    assert post(emu, dim).status_code == 400
+    assert emu.stats().get("internal_errors", 0) == 0 and emu.count() == 0
+
+
+def test_chunked_bodies_are_read_as_bodies(emu: Emulator) -> None:
+    """A chunked body used to be read as the next request on the connection; now it is decoded (bounded by
+    the 12 MB limit), and a malformed one gets 400 and a closed connection."""
+    body = json.dumps([item(content="chunked")]).encode()
+    r = requests.post(f"{emu.url}/V1.0/{PROJECT}/events", data=iter([body[:10], body[10:]]), timeout=5)
+    assert r.status_code == 201 and emu.count() == 1
+    path = f"/V1.0/{PROJECT}/events"
+    one = json.dumps([item(name="chunkedToo")]).encode()
+    chunked = f"{len(one):x}\r\n".encode() + one + b"\r\n0\r\n\r\n"
+    second = _head(path, "Connection: close\r\n", method="GET")
+    out = _raw(emu, _head(path, "Transfer-Encoding: chunked\r\n") + chunked + second)
+    assert out.startswith(b"HTTP/1.1 201") and out.count(b"HTTP/1.1 ") == 2  # the second request answered too
+    assert emu.count() == 2
+    for bad in (b"zz\r\nxx\r\n0\r\n\r\n", b"5\r\nabcdefgh\r\n0\r\n\r\n", b"FFFFFFFF\r\n"):
+        out = _raw(emu, _head(path, "Transfer-Encoding: chunked\r\n") + bad)
+        assert out.startswith((b"HTTP/1.1 400", b"HTTP/1.1 413")), out[:80]
+    both = _raw(emu, _head(path, "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n") + b"0\r\n\r\n")
+    assert both.startswith(b"HTTP/1.1 400")
+    gzip = _raw(emu, _head(path, "Transfer-Encoding: gzip\r\n"))
+    assert gzip.startswith(b"HTTP/1.1 400")
+    assert emu.stats().get("internal_errors", 0) == 0 and emu.count() == 2
+
+
+def test_connections_are_capped_and_idle_ones_time_out() -> None:
+    """5,000 idle connections kept 5,001 threads. Here: a cap of 64 and 200 idle connections. The server
+    holds at most 64 threads for them, answers the others 503 and closes them, closes idle connections
+    after idle_timeout, and serves again once they are gone."""
+    with Emulator(max_connections=64, idle_timeout=3.0) as emu:
+        host, port = emu.url.split("//")[1].split(":")
+        threads_before = threading.active_count()
+        socks: list[socket.socket] = []
+
+        def taken() -> int:
+            return emu.active_connections + int(emu.stats().get("connections_refused", 0))
+
+        try:
+            for _ in range(200):
+                socks.append(socket.create_connection((host, int(port)), timeout=5))
+                if len(socks) % 25 == 0:  # in steps, so the listen backlog never overflows into SYN retries
+                    assert wait_for(lambda: taken() == len(socks), timeout=5)
+            assert emu.stats().get("connections_refused") == 136
+            assert emu.active_connections == 64
+            assert threading.active_count() - threads_before <= 64 + 2
+            busy = requests.post(f"{emu.url}/V1.0/{PROJECT}/events", data=json.dumps([item()]), timeout=5)
+            assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+            refused = socks[-1].recv(4096)  # an over-cap one got its 503 and an end
+            assert refused.startswith(b"HTTP/1.1 503")
+            # Idle connections are closed by the server after idle_timeout (3 s): each reads an end.
+            for s in socks[:64]:
+                s.settimeout(5)
+                assert s.recv(1) == b""
+            assert wait_for(lambda: emu.active_connections == 0, timeout=5)
+        finally:
+            for s in socks:
+                s.close()
+        ok = requests.post(f"{emu.url}/V1.0/{PROJECT}/events", data=json.dumps([item()]), timeout=5)
+        assert ok.status_code == 201
+        assert wait_for(lambda: threading.active_count() - threads_before <= 2, timeout=5)
+
+
+def test_a_trickled_request_is_cut_at_the_request_timeout() -> None:
+    """A client sending its headers a byte at a time (each byte within the idle timeout) holds its thread
+    only until request_timeout."""
+    with Emulator(idle_timeout=0.5, request_timeout=1.0) as emu:
+        host, port = emu.url.split("//")[1].split(":")
+        data = _head(f"/V1.0/{PROJECT}/events", "X-Slow: " + "x" * 100 + "\r\n")
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            t0 = time.monotonic()
+            closed = False
+            for b in data:
+                try:
+                    s.sendall(bytes([b]))
+                except OSError:
+                    closed = True
+                    break
+                time.sleep(0.1)
+                if time.monotonic() - t0 > 5:
+                    break
+                s.setblocking(False)
+                try:
+                    closed = s.recv(1) == b""
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    closed = True
+                s.setblocking(True)
+                if closed:
+                    break
+            assert closed and time.monotonic() - t0 < 3.0
+        assert wait_for(lambda: emu.active_connections == 0, timeout=5)
+
+
+def test_a_body_shorter_than_its_content_length_frees_the_thread_after_idle_timeout() -> None:
+    with Emulator(idle_timeout=0.5) as emu:
+        host, port = emu.url.split("//")[1].split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(_head(f"/V1.0/{PROJECT}/events", "Content-Length: 100\r\n") + b"[")
+            assert wait_for(lambda: emu.active_connections == 1, timeout=5)
+            s.settimeout(5)
+            assert s.recv(100) == b""  # closed without an answer: nobody sent a whole request
+        assert wait_for(lambda: emu.active_connections == 0, timeout=5)
+        assert emu.stats().get("internal_errors", 0) == 0
+
+
+def test_a_silent_client_does_not_stall_a_tls_emulator(tmp_path: Path) -> None:
+    """The TLS handshake used to run inside accept(): one client that connected and said nothing stopped
+    the whole server. It now runs on the connection's own thread, bounded by idle_timeout."""
+    import shutil
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a certificate with")
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                           str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                          capture_output=True, timeout=60)  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip("openssl could not make a certificate")
+    with Emulator(tls_cert=str(cert), tls_key=str(key), idle_timeout=1.0) as emu:
+        host, port = emu.url.split("//")[1].split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as silent:
+            r = requests.get(f"{emu.url}/V1.0/{PROJECT}/events", verify=str(cert), timeout=5)
+            assert r.status_code == 200
+            silent.settimeout(5)
+            assert silent.recv(1) == b""  # handshake never started: closed after idle_timeout
+        assert wait_for(lambda: emu.active_connections == 0, timeout=5)

@@ -123,12 +123,8 @@ def test_per_record_overrides(emu: Emulator, log: logging.Logger) -> None:
     log.error("plain")
     assert h.flush(timeout=10)
     e = stored(emu, "paymentFailed")[0]["detail"]
-    assert (e["resource_id"], e["resource_name"], e["event_user"], e["group_id"]) == (
-        "order-1",
-        "shop@eu",
-        "ops bot",
-        "rg15221211517051YWWkEnVd",
-    )
+    assert (e["resource_id"], e["event_user"], e["group_id"]) == ("order-1", "ops bot", "rg15221211517051YWWkEnVd")
+    assert e["resource_name"].startswith("shop@eu@")  # the user's name, then the process identity
     assert e["dimensions"] == [{"name": "env", "value": "prod"}, {"name": "region", "value": "eu"}]
     plain = stored(emu, "base")[0]["detail"]
     assert plain["resource_id"] == "r-default" and plain["dimensions"] == [{"name": "env", "value": "prod"}]
@@ -275,8 +271,9 @@ def test_400_isolates_bad_items(emu: Emulator, log: logging.Logger) -> None:
     emu.add_fault(count=1000, reject_matching="POISON")
     for i in range(30):
         log.error("POISON %d" if i in (3, 17) else "fine %d", i)
-    assert h.flush(timeout=30)
+    assert not h.flush(timeout=30)  # False: two records were dropped (flush says so since wave 2)
     s = h.stats
+    check_accounting(h)
     assert s.sent == 28 and s.dropped_by_reason == {"rejected": 2}
     assert sorted(e["detail"]["content"] for e in stored(emu, "iso")) == sorted(
         f"fine {i}" for i in range(30) if i not in (3, 17)
@@ -288,8 +285,9 @@ def test_auth_failure_drops_with_reason(log: logging.Logger) -> None:
     with Emulator(token="right") as emu:
         h = attach(log, CESHandler(project_id=PROJECT, endpoint=emu.url, token="wrong", flush_interval=0.05))
         log.error("x")
-        assert h.flush(timeout=30)
+        assert not h.flush(timeout=30)  # accounted for, but dropped: False
         assert h.stats.dropped_by_reason == {"auth": 1}
+        check_accounting(h)
 
 
 def test_too_old_records_are_dropped_not_sent(emu: Emulator, log: logging.Logger) -> None:
@@ -299,7 +297,7 @@ def test_too_old_records_are_dropped_not_sent(emu: Emulator, log: logging.Logger
         log.error("will be too old")
         assert wait_for(lambda: h.stats.retries == 1)
         clock.tick(3600)  # an hour passes before the retry
-        assert h.flush(timeout=10)
+        assert not h.flush(timeout=10)  # accounted for, but dropped
     assert h.stats.dropped_by_reason == {"too_old": 1} and h.stats.sent == 0
     assert emu.stats().get("rejected_requests", 0) == 0  # never sent to be refused
 
@@ -310,8 +308,9 @@ def test_records_already_out_of_window_are_dropped(emu: Emulator, log: logging.L
     rec.created = time.time() - 3600
     log.handle(rec)
     log.error("fresh")
-    assert h.flush(timeout=10)
+    assert not h.flush(timeout=10)  # one dropped
     assert h.stats.dropped_by_reason == {"too_old": 1} and h.stats.sent == 1
+    assert h.flush(timeout=10)  # nothing dropped since the last flush
 
 
 # --- the queue, flush, close -----------------------------------------------------------------------------------
@@ -327,7 +326,7 @@ def test_bounded_queue_accounting(emu: Emulator, log: logging.Logger) -> None:
     s = h.stats
     assert s.received == 21 and s.dropped_by_reason == {"queue_full": 15}
     check_accounting(h)
-    assert h.flush(timeout=10)
+    assert not h.flush(timeout=10)  # everything accounted for, 15 of it dropped: False
     s = h.stats
     assert (s.sent, s.dropped, s.queued) == (6, 15, 0)
     check_accounting(h)
@@ -383,9 +382,23 @@ def test_emit_never_raises(emu: Emulator, log: logging.Logger, monkeypatch: pyte
     h = attach(log, make(emu, event_name="safe"))
     errors: list[Any] = []
     monkeypatch.setattr(h, "handleError", lambda record: errors.append(record))
-    monkeypatch.setattr(h, "_pending", None)  # a broken internal state
+    monkeypatch.setattr(h, "_buffer", None)  # a broken internal state
     log.error("x")  # must not raise
     assert len(errors) == 1
+
+
+def test_emit_bug_is_counted_not_raised(emu: Emulator, log: logging.Logger, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = attach(log, make(emu, event_name="safe"))
+    errors: list[Any] = []
+    monkeypatch.setattr(h, "handleError", lambda record: errors.append(record))
+
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(h.builder, "prepare", broken)
+    log.error("x")  # must not raise
+    assert len(errors) == 1 and h.stats.dropped_by_reason == {"error": 1}
+    check_accounting(h)
 
 
 # --- configuration ------------------------------------------------------------------------------------------------
@@ -514,16 +527,37 @@ def test_configure_one_liner_reads_env(emu: Emulator, monkeypatch: pytest.Monkey
 
 
 def test_time_drift_is_bounded_and_counted(emu: Emulator, log: logging.Logger, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ces_logging.handler as handler_module
+    """Without the process identity, a key whose times run too far ahead drops records as key_rate."""
+    from ces_logging.mapping import TimeAssigner
 
-    monkeypatch.setattr(handler_module, "MAX_TIME_DRIFT_MS", 20)  # 20 ms of drift instead of 5 min
-    h = attach(log, make(emu, event_name="drift"))
+    monkeypatch.setattr(TimeAssigner, "MAX_DRIFT_MS", 20)  # 20 ms of drift instead of 5 min
+    h = attach(log, make(emu, event_name="drift", process_identity=False))
+    with freeze_time("2026-11-24 10:00:00"):
+        for _ in range(30):
+            log.error("same key, same millisecond")
+        assert not h.flush(timeout=10)
+    s = h.stats
+    assert s.sent == 21 and s.dropped_by_reason == {"key_rate": 9}  # times t .. t+20, then no more room
+    check_accounting(h)
+
+
+def test_time_drift_with_identity_starts_a_new_key(
+    emu: Emulator, log: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the process identity (the default), a key that runs out of room gets a fresh identity token: a new
+    key, so nothing is dropped and nothing merges."""
+    from ces_logging.mapping import TimeAssigner
+
+    monkeypatch.setattr(TimeAssigner, "MAX_DRIFT_MS", 20)
+    h = attach(log, make(emu, event_name="drift2"))
     with freeze_time("2026-11-24 10:00:00"):
         for _ in range(30):
             log.error("same key, same millisecond")
         assert h.flush(timeout=10)
     s = h.stats
-    assert s.sent == 21 and s.dropped_by_reason == {"key_rate": 9}  # times t .. t+20, then no more room
+    assert s.sent == 30 and s.dropped == 0
+    assert len(stored(emu, "drift2")) == 30
+    assert len({e["detail"]["resource_name"] for e in stored(emu, "drift2")}) == 2
     check_accounting(h)
 
 

@@ -43,6 +43,7 @@ def test_python_block_runs(index: int, emu: Emulator, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     if "def test_" in code:
         assert "1 passed" in r.stdout
+        assert "not delivered" not in r.stdout + r.stderr  # the fixture leaves no handler behind
     elif "getLogger" in code:
         assert emu.count(PROJECT) > 0  # what the block logged reached the emulator
 

@@ -179,6 +179,53 @@ class EventStore:
             for r in rows
         ]
 
+    def projects(self) -> list[dict[str, Any]]:
+        """Every project that holds events, with its count and latest time, latest first (the console's
+        project chooser)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT project_id, COUNT(*), MAX(time) FROM events GROUP BY project_id ORDER BY MAX(time) DESC"
+            ).fetchall()
+        return [{"project_id": r[0], "event_count": r[1], "latest_occur_time": r[2]} for r in rows]
+
+    def recent(
+        self,
+        project_id: str,
+        *,
+        event_name: str | None = None,
+        event_level: str | None = None,
+        start_time: int | None = None,
+        end_time: int | None = None,
+        limit: int = 200,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """(events of every name newest first, at most ``limit``; total matches): what the console lists.
+        The service's API only queries one name at a time; this is the emulator's own, read-only view."""
+        where = ["project_id = ?"]
+        args: list[Any] = [project_id]
+        for column, value in (("event_name", event_name), ("event_level", event_level)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if start_time is not None:
+            where.append("time >= ?")
+            args.append(start_time)
+        if end_time is not None:
+            where.append("time <= ?")
+            args.append(end_time)
+        cond = " AND ".join(where)
+        with self._lock:
+            total = self._db.execute(f"SELECT COUNT(*) FROM events WHERE {cond}", args).fetchone()[0]
+            rows = self._db.execute(
+                f"SELECT event_id, event_name, event_source, time, detail FROM events WHERE {cond} "
+                "ORDER BY time DESC, rowid DESC LIMIT ?",
+                [*args, limit],
+            ).fetchall()
+        page = [
+            {"event_id": r[0], "event_name": r[1], "event_source": r[2], "time": r[3], "detail": json.loads(r[4])}
+            for r in rows
+        ]
+        return page, int(total)
+
     def count(self, project_id: str | None = None) -> int:
         with self._lock:
             if project_id is None:

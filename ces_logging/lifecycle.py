@@ -1,0 +1,264 @@
+"""The process around the handlers: exit, SIGTERM, fork and multiprocessing workers.
+
+Every way a process ends gets the same treatment: every open handler delivers what was logged before, retries
+included, within one grace period (the longest configured), and what cannot be delivered is counted and said on
+stderr. The ways, and the hook each needs:
+
+- a script that returns, ``sys.exit``: ``atexit`` (registered when this module is imported, so it runs before
+  ``logging.shutdown``, which was registered earlier; records logged after it, by atexit hooks registered before
+  our import, are still sent while the grace period lasts, and ``CESHandler.close`` from ``logging.shutdown``
+  waits for them no longer than that);
+- SIGTERM (docker, Kubernetes, systemd, gunicorn, uvicorn): a signal handler installed from the main thread
+  that drains, then hands the signal on: to the handler that was there before (chained, never replaced: a
+  server's graceful shutdown goes on), or, when that was the default, by restoring the default and raising the
+  signal again, so the process still ends *by SIGTERM* (status -15 / 143). uvicorn saves the handler it finds
+  and puts it back before raising SIGTERM again after its graceful shutdown: that handler is ours when the app
+  was loaded first, so the second drain sends what the shutdown logged;
+- multiprocessing workers, which end with ``os._exit`` after multiprocessing's own finalizers (``close();
+  join()``) or by SIGTERM (``terminate()``, a Pool's ``with``): a finalizer registered in every child process
+  (``multiprocessing.util.Finalize``, via ``register_after_fork``, which runs in children of every start method),
+  and the SIGTERM handler above;
+- ``fork``: the child renews every lock and starts with empty queues (what the parent queued is the parent's).
+
+Nothing here waits while holding ``logging._lock`` or a handler's lock, and every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from . import identity, notice, spool, throttle
+from .mapping import TIMES
+from .worker import WORKER_THREADS, Worker
+
+
+class Managed(Protocol):
+    """What this module needs of a handler."""
+
+    grace_period: float
+
+    def _hurry(self, deadline: float, final: bool) -> None: ...
+
+    def _wait_delivered(self, deadline: float) -> bool: ...
+
+    def _give_up(self) -> None: ...
+
+    def _after_fork_in_child(self) -> None: ...
+
+    def _is_open(self) -> bool: ...
+
+
+_HANDLERS: weakref.WeakSet[Any] = weakref.WeakSet()
+_DRAINING: set[Worker] = set()  # workers of closed handlers still delivering in the background
+_registry_lock = threading.Lock()
+_exit_deadline: float | None = None  # monotonic; set when the process began to end
+_draining_now = False
+
+
+def register(h: Managed) -> None:
+    with _registry_lock:
+        _HANDLERS.add(h)
+    _install_mp_hook()
+
+
+def unregister(h: Managed) -> None:
+    with _registry_lock:
+        _HANDLERS.discard(h)
+
+
+def add_draining(w: Worker) -> None:
+    with _registry_lock:
+        _DRAINING.add(w)
+
+
+def exit_deadline() -> float | None:
+    """When the process is ending: the monotonic time by which everything must be delivered."""
+    return _exit_deadline
+
+
+def open_handlers() -> list[Managed]:
+    with _registry_lock:
+        return [h for h in list(_HANDLERS) if h._is_open()]
+
+
+def drain(final: bool) -> None:
+    """Deliver everything every open handler holds within one grace period (the longest configured).
+
+    ``final``: the process is ending (exit, a pool worker's end, SIGTERM with the default action): the deadline
+    is the process's, shared by every later call (exit after SIGTERM, a finalizer and then atexit), and what is
+    left when it passes is given up, counted and said. Otherwise (SIGTERM chained to a server's own handler,
+    which goes on with a graceful shutdown) the hurry lasts one grace period and the handlers go on as before."""
+    global _exit_deadline, _draining_now
+    if _draining_now:
+        return  # a signal landed while draining: the drain in progress covers it
+    _draining_now = True
+    try:
+        handlers = open_handlers()
+        with _registry_lock:
+            draining = list(_DRAINING)
+        if not handlers and not draining:
+            return
+        grace = max([h.grace_period for h in handlers] + [5.0 if draining else 0.0])
+        deadline = time.monotonic() + grace
+        if final:
+            if _exit_deadline is None:
+                _exit_deadline = deadline
+            deadline = _exit_deadline
+        for h in handlers:
+            h._hurry(deadline, final)
+        for w in draining:
+            w.hurry(deadline, final=True)
+        done = [h._wait_delivered(deadline) for h in handlers]
+        for w in draining:
+            w.join(max(0.0, deadline - time.monotonic()))
+        if final:
+            for h, ok in zip(handlers, done, strict=True):
+                if not ok:
+                    h._give_up()
+    finally:
+        _draining_now = False
+
+
+def _at_exit() -> None:
+    drain(final=True)
+
+
+# --- SIGTERM ---------------------------------------------------------------------------------------------------
+
+_previous_sigterm: Any = None
+_installed = False
+_terminating_until: float | None = None
+
+
+def terminating() -> float | None:
+    """After a SIGTERM handed on to a server's own handler: until when records are delivered as logged."""
+    until = _terminating_until
+    if until is None or time.monotonic() >= until:
+        return None
+    return until
+
+
+def install_sigterm() -> bool:
+    """Put our SIGTERM handler in front of the one in place (only from the main thread; never over SIG_IGN or
+    a handler installed from C, which cannot be chained). True when ours is in place now."""
+    global _previous_sigterm, _installed
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        current = signal.getsignal(signal.SIGTERM)
+    except (ValueError, AttributeError):
+        return False
+    if current is _on_sigterm:
+        return True
+    if current is signal.SIG_IGN or current is None:
+        return False
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):
+        return False
+    _previous_sigterm = current
+    _installed = True
+    return True
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    previous = _previous_sigterm
+    with contextlib.suppress(Exception):  # never keep a process from ending because of us
+        drain(final=not callable(previous))
+    if callable(previous):
+        global _terminating_until
+        # A graceful shutdown follows; the server may then end the process by the default action without
+        # any hook of ours running (uvicorn restores the disposition it found and raises SIGTERM again), so
+        # what is logged from now on is delivered as it is logged, for one grace period.
+        grace = max([h.grace_period for h in open_handlers()] + [0.0])
+        _terminating_until = time.monotonic() + grace
+        previous(signum, frame)  # a server's graceful shutdown, or the app's own handler
+        return
+    # The default: end by SIGTERM, as the process would have without us.
+    with contextlib.suppress(ValueError, OSError):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.raise_signal(signal.SIGTERM)
+
+
+# --- multiprocessing -------------------------------------------------------------------------------------------
+
+_mp_hooked = False
+
+
+class _Anchor:
+    """``register_after_fork`` keeps a weak reference to an object: this one lives as long as the module."""
+
+
+_ANCHOR = _Anchor()
+
+
+def _install_mp_hook() -> None:
+    """Make every multiprocessing child (fork, spawn, forkserver) drain at its end: ``_exit_function`` runs the
+    finalizers, then ``os._exit`` skips atexit."""
+    global _mp_hooked
+    if _mp_hooked:
+        return
+    _mp_hooked = True
+    try:
+        from multiprocessing import util
+    except ImportError:  # pragma: no cover - a Python without multiprocessing
+        return
+    util.register_after_fork(_ANCHOR, _in_mp_child)
+    import multiprocessing.process as mpp
+
+    if mpp.current_process()._parent_pid is not None:  # type: ignore[attr-defined]
+        _in_mp_child(_ANCHOR)  # imported inside a child already past its after-fork step (a lazy import)
+
+
+def _in_mp_child(_: object) -> None:
+    from multiprocessing import util
+
+    util.Finalize(None, _mp_finalizer, exitpriority=-100)
+
+
+def _mp_finalizer() -> None:
+    drain(final=True)
+
+
+# --- fork ------------------------------------------------------------------------------------------------------
+
+
+def _after_fork_in_child() -> None:
+    global _registry_lock, _exit_deadline, _draining_now, _terminating_until
+    _registry_lock = threading.Lock()
+    _terminating_until = None
+    _exit_deadline = None
+    _draining_now = False
+    WORKER_THREADS.clear()
+    _DRAINING.clear()
+    TIMES.reset_lock()
+    identity.reset_after_fork()
+    notice.reset_after_fork()
+    throttle.reset_after_fork()
+    spool.reset_after_fork()
+    for fn in _fork_hooks:
+        fn()
+    for h in list(_HANDLERS):
+        if h._is_open():
+            h._after_fork_in_child()
+
+
+_fork_hooks: list[Callable[[], None]] = []
+
+
+def on_fork_in_child(fn: Callable[[], None]) -> None:
+    """Other modules' locks to renew in a forked child (credential providers, say)."""
+    _fork_hooks.append(fn)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_at_exit)

@@ -1,0 +1,433 @@
+"""Record to event: what a ``logging.LogRecord`` becomes in Cloud Eye. The handler's life cycle is elsewhere
+(``handler.py``); this module is the mapping alone, so a reader finds it without the threads.
+
+Two halves, on two threads:
+
+``EventBuilder.prepare`` runs in ``emit``, on the app's thread. It keeps only what can be sent (as the stdlib's
+``QueueHandler.prepare`` does): the content text rendered *now* (the handler's formatter on the record exactly as
+logged, or the message and the traceback text), capped near the 4,096-character limit, the fields the event
+needs, and the ``ces`` overrides. Never the record, its arguments or its traceback's frames: a queued record
+costs its text and a few hundred bytes, whatever the app held when it logged.
+
+``EventBuilder.__call__`` runs on the worker thread: the prepared item becomes the API's event dict, every field
+sanitised by ``events.py``'s rules, with a time from ``TimeAssigner`` (assigned once: a retry and a spooled batch
+send the very same items, so the same-event rule keeps them idempotent).
+
+The rule for formatters (why it is rendered at emit): a formatter may read anything the app put on the record
+(structlog's event dict in ``msg`` with ``_logger``/``_name``, extras, ``args``), and the arguments may change
+after the logging call returns. Rendering at emit, on the record as logged, is the one rule under which the
+event's content is exactly what the same formatter prints on a ``StreamHandler``.
+
+Level: >= CRITICAL Critical, >= ERROR Major, >= WARNING Minor, else Info (``level_map`` overrides); state:
+Critical/Major incident, Minor warning, Info normal (``state_map``). Per record, ``extra={"ces": {...}}`` (or the
+flat ``ces_<field>`` keys, in ``extra`` or in a structlog event dict) override name, level, state, resource,
+user, group and dimensions.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any, Final
+
+from pythonjsonlogger.core import BaseJsonFormatter
+from pythonjsonlogger.json import JsonFormatter
+
+from . import identity
+from .events import (
+    DIMENSION_NAME,
+    DIMENSION_VALUE,
+    EVENT_NAME,
+    EVENT_TYPE_CUSTOM,
+    EVENT_USER,
+    GROUP_ID,
+    LEVELS,
+    MAX_CONTENT,
+    MAX_DIMENSIONS,
+    RESOURCE_ID,
+    RESOURCE_NAME,
+    SAFE_WINDOW_FUTURE_MS,
+    SEND_ALLOWANCE_MS,
+    STATES,
+    SUB_EVENT_CUSTOM,
+    TextRule,
+    content_cost,
+    derive_event_name,
+    fit_content,
+    key_of,
+    now_ms,
+    safe_text,
+)
+
+DEFAULT_LEVEL_MAP: Final[Mapping[int, str]] = {
+    logging.CRITICAL: "Critical",
+    logging.ERROR: "Major",
+    logging.WARNING: "Minor",
+    logging.NOTSET: "Info",
+}
+DEFAULT_STATE_MAP: Final[Mapping[str, str]] = {
+    "Critical": "incident",
+    "Major": "incident",
+    "Minor": "warning",
+    "Info": "normal",
+}
+OVERRIDE_FIELDS: Final = (
+    "event_name",
+    "event_level",
+    "event_state",
+    "resource_id",
+    "resource_name",
+    "event_user",
+    "group_id",
+    "dimensions",
+)
+_FLAT_KEYS: Final = tuple(f"ces_{f}" for f in OVERRIDE_FIELDS)
+#: What is kept of a message at emit: the content can hold 4,096 characters; a little more keeps the
+#: truncation marker honest about how much was cut, and bounds the memory of a queued record.
+KEEP_CHARS: Final = MAX_CONTENT + 64
+ITEM_OVERHEAD: Final = 240  # bytes a prepared item costs besides its text (tuple, float, refs), measured
+
+# A prepared item: (created, levelno, logger name, content text, overrides or None, sanitised at emit).
+Item = tuple[float, int, str, str, Any, bool]
+
+_JSON_FALLBACK = JsonFormatter("%(levelname)s %(name)s %(message)s")
+_PLAIN = logging.Formatter("%(message)s")
+
+
+def read_overrides(record: logging.LogRecord) -> Any:
+    """The record's per-event overrides: ``record.ces`` (``extra={"ces": {...}}``), flat ``ces_<field>``
+    attributes (``extra={"ces_dimensions": ...}``), the same keys in loguru's ``record.extra`` (``bind``), or
+    in a mapping ``msg``
+    (structlog's event dict under ``ProcessorFormatter.wrap_for_formatter``). None when there are none (the
+    common case costs two dict lookups)."""
+    d = record.__dict__
+    over = d.get("ces")
+    msg = d.get("msg")
+    flat: dict[str, Any] | None = None
+    if isinstance(msg, Mapping):
+        inner = msg.get("ces")
+        if isinstance(inner, Mapping):
+            flat = dict(inner)
+        for k in _FLAT_KEYS:
+            if k in msg:
+                (flat := flat if flat is not None else {})[k[4:]] = msg[k]
+    bound = d.get("extra")  # loguru's bind(): its values arrive as one mapping, ``record.extra``
+    if isinstance(bound, Mapping):
+        inner = bound.get("ces")
+        if isinstance(inner, Mapping):
+            (flat := flat if flat is not None else {}).update(inner)
+        for k in _FLAT_KEYS:
+            if k in bound:
+                (flat := flat if flat is not None else {})[k[4:]] = bound[k]
+    if d.keys() & _FLAT_KEYS_SET:
+        for k in _FLAT_KEYS:
+            if k in d:
+                (flat := flat if flat is not None else {})[k[4:]] = d[k]
+    if flat is None:
+        return over  # may be anything: the builder counts a ces that is not a mapping as sanitised
+    if isinstance(over, Mapping):
+        flat.update(over)
+    return flat
+
+
+_FLAT_KEYS_SET: Final = frozenset(_FLAT_KEYS)
+
+
+class TimeAssigner:
+    """Gives events with equal key fields strictly increasing millisecond times, so that the service's
+    same-event rule (equal keys and time: one event) never merges two records of this process.
+
+    One per process, shared by every handler's worker (dictConfig applied again must not make two handlers
+    collide). Other processes are kept apart by the per-process identity in ``resource_name``.
+
+    Never reuses a time for a key, even after forgetting keys: when the table is full it forgets first the keys
+    last used before the service's window (their times can never be sent again), then the oldest half, and
+    raises a floor above every time it forgot, under which no time is given to a key it does not know.
+    """
+
+    MAX_KEYS: Final = 50_000
+    MAX_DRIFT_MS: Final = 300_000  # well inside the future side of the window (10 min - margins)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[tuple[str, ...], int] = {}
+        self._floor = 0
+
+    def assign(self, key: tuple[str, ...], created_ms: int) -> int | None:
+        """The time for a record, or None when the key's times have run more than ``MAX_DRIFT_MS`` ahead of
+        the record's own (over 1,000 records a second of one key for minutes, or the clock stepped back: the
+        caller renews the identity, which makes it a new key, or drops the record)."""
+        with self._lock:
+            last = self._last.get(key)
+            base = self._floor if last is None else last
+            t = created_ms if created_ms > base else base + 1
+            if t - created_ms > self.MAX_DRIFT_MS:
+                return None
+            if last is None and len(self._last) >= self.MAX_KEYS:
+                self._forget(created_ms)
+            self._last[key] = t
+            return t
+
+    def _forget(self, now: int) -> None:
+        horizon = now - 3_600_000  # older than the service's window: those times can never be sent again
+        kept = {k: v for k, v in self._last.items() if v > horizon}
+        if len(kept) > self.MAX_KEYS // 2:
+            times = sorted(kept.values())
+            cut = times[len(times) // 2]
+            self._floor = max(self._floor, cut)
+            kept = {k: v for k, v in kept.items() if v > cut}
+        self._last = kept
+
+    def reset_lock(self) -> None:
+        self._lock = threading.Lock()
+
+
+TIMES = TimeAssigner()
+
+
+def _level_bisect(level_map: Mapping[int, str]) -> tuple[list[int], list[str]]:
+    items = sorted(level_map.items())
+    return [k for k, _ in items], [v for _, v in items]
+
+
+class EventBuilder:
+    """Both halves of the mapping for one handler's settings (see the module's docstring)."""
+
+    def __init__(
+        self,
+        *,
+        event_source: str,
+        event_name: str | None,
+        resource_id: str | None,
+        resource_name: str | None,
+        group_id: str | None,
+        event_user: str | None,
+        dimensions: dict[str, str],
+        level_map: Mapping[int, str],
+        state_map: Mapping[str, str],
+        json_content: bool,
+        process_identity: bool = True,
+    ) -> None:
+        self.event_source = event_source
+        self.event_name = event_name
+        self.defaults = {
+            "resource_id": resource_id,
+            "resource_name": resource_name,
+            "group_id": group_id,
+            "event_user": event_user,
+        }
+        self.dimensions = dimensions
+        self._thresholds, self._threshold_levels = _level_bisect(level_map)
+        self.state_map = dict(state_map)
+        self.json_content = json_content
+        self.process_identity = process_identity
+        self.sanitised = 0  # worker side; the emit side counts in the handler
+        self._names: dict[str, str] = {}
+        self._levels: dict[int, str] = {}
+
+    # --- the app's thread: keep what can be sent -------------------------------------------------------------
+
+    def prepare(self, record: logging.LogRecord, formatter: logging.Formatter | None) -> Item:
+        """What is kept of a record, taken now (see the module docstring). Never raises: a message or a
+        formatter that fails gives a text that says so, and the item is marked sanitised."""
+        bad = False
+        try:
+            if formatter is None and not self.json_content:
+                text = record.getMessage()
+                if record.exc_info or record.exc_text or record.stack_info:
+                    text = self._with_traceback(record, text)
+            elif self.json_content:
+                text = self._json(record, formatter)
+            else:
+                text = formatter.format(record)  # type: ignore[union-attr]
+        except Exception as e:
+            bad = True
+            text = self._fallback(record, e)
+        if not isinstance(text, str):
+            text, bad = safe_text(text), True
+        if len(text) > KEEP_CHARS:
+            text = fit_content(text, KEEP_CHARS)
+        return (record.created, record.levelno, record.name, text, read_overrides(record), bad)
+
+    @staticmethod
+    def _with_traceback(record: logging.LogRecord, message: str) -> str:
+        """What ``Formatter("%(message)s")`` prints, without touching the record (other handlers share it)."""
+        text = message
+        exc_text = record.exc_text
+        if record.exc_info and not exc_text:
+            exc_text = _PLAIN.formatException(record.exc_info)
+        if exc_text:
+            text = f"{text}\n{exc_text}" if text[-1:] != "\n" else text + exc_text
+        if record.stack_info:
+            text = f"{text}\n{_PLAIN.formatStack(record.stack_info)}" if text[-1:] != "\n" else text + record.stack_info
+        return text
+
+    def _json(self, record: logging.LogRecord, formatter: logging.Formatter | None) -> str:
+        """The record as JSON (the handler's JSON formatter, else python-json-logger's with level, logger and
+        message). Too long, it is the message and then the traceback that get shorter, never the JSON text, so
+        what is sent stays valid JSON. Works on a copy when it has to cut: the record is the app's."""
+        fmt = formatter if isinstance(formatter, BaseJsonFormatter) else _JSON_FALLBACK
+        text = safe_text(fmt.format(record))
+        if content_cost(text) <= MAX_CONTENT:
+            return text
+        r = logging.makeLogRecord(record.__dict__)
+        r.msg, r.args = record.getMessage(), None
+        if r.exc_info and not r.exc_text:
+            r.exc_text = _PLAIN.formatException(r.exc_info)
+        r.exc_info = None
+        for _ in range(4):
+            excess = content_cost(text) - MAX_CONTENT
+            if excess <= 0:
+                return text
+            excess += 64  # room for the marker and for escapes that the cut text still needs
+            if r.exc_text and len(r.exc_text) > excess:
+                r.exc_text = fit_content(r.exc_text, limit=len(r.exc_text) - excess)
+            elif r.exc_text or r.stack_info:
+                r.exc_text, r.stack_info = None, None
+            else:
+                msg = str(r.msg)
+                r.msg = fit_content(msg, limit=max(0, len(msg) - excess))
+            text = safe_text(fmt.format(r))
+        if content_cost(text) <= MAX_CONTENT:
+            return text
+        return json.dumps({"message": fit_content(str(r.msg), limit=3000), "truncated": True}, ensure_ascii=False)
+
+    def _fallback(self, record: logging.LogRecord, err: Exception) -> str:
+        try:
+            message = record.getMessage()
+        except Exception:
+            msg = fit_content(safe_text(record.msg), 1500)
+            args = fit_content(safe_text(record.args), 1500)
+            return f"[ces_logging: could not format the log message] msg={msg} args={args}"
+        text = f"{safe_text(message)} [ces_logging: formatter failed: {type(err).__name__}]"
+        if self.json_content:
+            return json.dumps({"message": fit_content(text, 3000), "formatter_error": type(err).__name__})
+        return text
+
+    # --- the worker thread: the event ------------------------------------------------------------------------
+
+    def level_for(self, levelno: int) -> str:
+        level = self._levels.get(levelno)
+        if level is None:
+            i = bisect.bisect_right(self._thresholds, levelno) - 1
+            level = self._threshold_levels[i] if i >= 0 else "Info"
+            if len(self._levels) < 1000:
+                self._levels[levelno] = level
+        return level
+
+    def _name_for(self, logger_name: str) -> str:
+        name = self._names.get(logger_name)
+        if name is None:
+            name = derive_event_name(logger_name)
+            if len(self._names) < 10_000:
+                self._names[logger_name] = name
+        return name
+
+    def _clean(self, rule: TextRule, value: object) -> str | None:
+        """A per-record value through its rule; counted when it had to change or go."""
+        if value is None:
+            return None
+        text = value if isinstance(value, str) else safe_text(value)
+        clean = rule.sanitise(text)
+        if clean != text:
+            self.sanitised += 1
+        return clean or None
+
+    def __call__(self, item: Item, now: int | None = None) -> dict[str, Any] | str:
+        """The event for a prepared item, or a drop reason (a str) when it must not be sent."""
+        created, levelno, logger_name, text, over, bad = item
+        if bad:
+            self.sanitised += 1
+        values = self.defaults
+        name = self.event_name or self._name_for(logger_name)
+        dims = self.dimensions
+        level = self.level_for(levelno)
+        state: str | None = None
+        if over is not None:
+            if not isinstance(over, Mapping):
+                self.sanitised += 1
+            else:
+                values = dict(values)
+                if "event_name" in over:
+                    name = self._clean(EVENT_NAME, over["event_name"]) or name
+                if "event_level" in over:
+                    if over["event_level"] in LEVELS:
+                        level = over["event_level"]
+                    else:
+                        self.sanitised += 1
+                if "event_state" in over:
+                    if over["event_state"] in STATES:
+                        state = over["event_state"]
+                    else:
+                        self.sanitised += 1
+                for key, rule in (
+                    ("resource_id", RESOURCE_ID),
+                    ("resource_name", RESOURCE_NAME),
+                    ("event_user", EVENT_USER),
+                    ("group_id", GROUP_ID),
+                ):
+                    if key in over:
+                        values[key] = self._clean(rule, over[key])
+                if "dimensions" in over:
+                    dims = self._merge_dimensions(over["dimensions"])
+        if state is None:
+            state = self.state_map.get(level, "normal")
+        text = safe_text(text)  # here, off the app's thread: no lone surrogate reaches the JSON body
+        if content_cost(text) > MAX_CONTENT:
+            text = fit_content(text)
+        user = values["event_user"] or ""
+        rid = values["resource_id"] or ""
+        rname = values["resource_name"] or ""
+        created_ms = int(created * 1000)
+        n = now_ms() if now is None else now
+        if created_ms > n + SAFE_WINDOW_FUTURE_MS - SEND_ALLOWANCE_MS:
+            # A record stamped ahead of the service's window (a wrong clock, a made-up record): dealt with
+            # alone, at the time it is built, so that one outlier never pushes its key's times ahead.
+            self.sanitised += 1
+            created_ms = n
+        t = None
+        for _ in range(2):
+            ident = identity.with_identity(rname, identity.current()) if self.process_identity else rname
+            same = key_of(self.event_source, name, EVENT_TYPE_CUSTOM, SUB_EVENT_CUSTOM, state, level, user, rid, ident)
+            t = TIMES.assign(same, created_ms)
+            if t is not None or not self.process_identity:
+                break
+            identity.renew()  # the clock stepped back, or one key ran minutes ahead: a new key, a fresh start
+        if t is None:
+            return "key_rate"
+        detail: dict[str, Any] = {
+            "event_type": EVENT_TYPE_CUSTOM,
+            "sub_event_type": SUB_EVENT_CUSTOM,
+            "event_level": level,
+            "event_state": state,
+            "content": text,
+        }
+        if rid:
+            detail["resource_id"] = rid
+        if ident:
+            detail["resource_name"] = ident
+        if user:
+            detail["event_user"] = user
+        if values["group_id"]:
+            detail["group_id"] = values["group_id"]
+        if dims:
+            detail["dimensions"] = [{"name": k, "value": v} for k, v in dims.items()]
+        return {"event_name": name, "event_source": self.event_source, "time": t, "detail": detail}
+
+    def _merge_dimensions(self, extra: object) -> dict[str, str]:
+        dims = dict(self.dimensions)
+        if not isinstance(extra, Mapping):
+            self.sanitised += 1
+            return dims
+        for k, v in extra.items():
+            name = self._clean(DIMENSION_NAME, k)
+            value = self._clean(DIMENSION_VALUE, v)
+            if name and value:
+                dims[name] = value
+        if len(dims) > MAX_DIMENSIONS:
+            self.sanitised += 1
+            dims = dict(list(dims.items())[:MAX_DIMENSIONS])
+        return dims

@@ -1,0 +1,57 @@
+"""The handler's own words to a person: one line on stderr, rate-limited, never through ``logging``.
+
+Why not ``logging``: the handler is often the root logger's only handler (the Django and Flask recipes), so a
+warning it logged about itself would come back to it, or vanish when it cannot send. A line on stderr is seen by
+every deployment that keeps one (containers, systemd, gunicorn). One line per reason and interval says how many
+times the same thing happened since the last line, so a storm of drops is a few lines, not a storm.
+
+Nothing here formats a secret: callers pass counts, reasons and exception *types* with their short text, and
+the client's own error text never carries a header value.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Final
+
+INTERVAL_S: Final = 60.0  # at most one line per reason per minute (the first one at once)
+
+_lock = threading.Lock()
+_last: dict[str, float] = {}
+_suppressed: dict[str, int] = {}
+
+
+def say(reason: str, text: str, *, interval: float = INTERVAL_S) -> bool:
+    """Write ``ces_logging: {text}`` on stderr unless the same ``reason`` was said less than ``interval`` s
+    ago (then it is counted and the next line says how many were held back). True when a line was written."""
+    now = time.monotonic()
+    with _lock:
+        last = _last.get(reason)
+        if last is not None and now - last < interval:
+            _suppressed[reason] = _suppressed.get(reason, 0) + 1
+            return False
+        _last[reason] = now
+        held = _suppressed.pop(reason, 0)
+    more = f" (and {held} more like it since the last line)" if held else ""
+    write(f"ces_logging: {text}{more}")
+    return True
+
+
+def write(line: str) -> None:
+    """One line on stderr, never raising (a closed or full stderr must not break the app or the worker)."""
+    try:
+        stream = sys.stderr
+        if stream is not None:
+            stream.write(line.rstrip("\n") + "\n")
+            stream.flush()
+    except Exception:
+        pass
+
+
+def reset_after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()
+    _last.clear()
+    _suppressed.clear()
