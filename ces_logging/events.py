@@ -166,18 +166,36 @@ def content_cost(text: str) -> int:
 
 
 def fit_content(text: str, limit: int = MAX_CONTENT, *, marker: bool = True) -> str:
-    """``text`` cut (on a character boundary) so that ``content_cost`` is at most ``limit``, with a visible
-    marker saying how much was cut."""
+    """``text`` cut (on character boundaries) so that ``content_cost`` is at most ``limit``, with a visible
+    marker saying how much was cut. The cut is in the middle: the head (where the message is) and the last
+    quarter (where a traceback names its exception, and where trace ids go) are both kept."""
     if content_cost(text) <= limit:
         return text
-    tail = f"… [truncated {len(text)} chars]" if marker else ""
-    room = max(0, limit - len(tail))
+    if not marker:
+        return _head(text, limit)
+    probe = f" … [truncated {len(text)} chars] … "
+    room = max(0, limit - len(probe))
+    tail_room = room // 4
+    tail = _tail(text, tail_room)
+    head = _head(text[: len(text) - len(tail)], room - content_cost(tail))
+    cut = len(text) - len(head) - len(tail)
+    return f"{head} … [truncated {cut} chars] … {tail}"
+
+
+def _head(text: str, room: int) -> str:
     head = text[:room]
     while content_cost(head) > room:  # each cut char lowers the cost by 1 or 2: one pass is enough
         head = head[: len(head) - (content_cost(head) - room)]
-    if marker:
-        tail = f"… [truncated {len(text) - len(head)} chars]"
-    return head + tail
+    return head
+
+
+def _tail(text: str, room: int) -> str:
+    if room <= 0:
+        return ""
+    tail = text[-room:]
+    while content_cost(tail) > room:
+        tail = tail[content_cost(tail) - room :]
+    return tail
 
 
 def safe_text(value: object) -> str:

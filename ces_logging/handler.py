@@ -346,7 +346,9 @@ class CESHandler(logging.Handler):
                 return
             item = self.builder.prepare(record, self.formatter)
             size = len(item[3]) + ITEM_OVERHEAD
-            if buf.full(size) and not self._room(buf, size):
+            if (
+                len(buf.items) >= buf.max_items or buf.bytes_in - buf.bytes_out + size > buf.max_bytes
+            ) and not self._room(buf, size):  # buf.full(), inline: this is the hot path
                 buf.refuse("queue_full")
                 return
             buf.bytes_in += size
@@ -359,7 +361,7 @@ class CESHandler(logging.Handler):
                     worker.wakeup.set()
                     if not worker.alive:
                         self._start()
-            if lifecycle.terminating():
+            if lifecycle.terminating_until is not None and lifecycle.terminating():
                 self._deliver_now()
         except Exception as e:
             if not _raised_here(e):

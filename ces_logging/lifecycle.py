@@ -136,12 +136,12 @@ def _at_exit() -> None:
 
 _previous_sigterm: Any = None
 _installed = False
-_terminating_until: float | None = None
+terminating_until: float | None = None
 
 
 def terminating() -> float | None:
     """After a SIGTERM handed on to a server's own handler: until when records are delivered as logged."""
-    until = _terminating_until
+    until = terminating_until
     if until is None or time.monotonic() >= until:
         return None
     return until
@@ -175,12 +175,12 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     with contextlib.suppress(Exception):  # never keep a process from ending because of us
         drain(final=not callable(previous))
     if callable(previous):
-        global _terminating_until
+        global terminating_until
         # A graceful shutdown follows; the server may then end the process by the default action without
         # any hook of ours running (uvicorn restores the disposition it found and raises SIGTERM again), so
         # what is logged from now on is delivered as it is logged, for one grace period.
         grace = max([h.grace_period for h in open_handlers()] + [0.0])
-        _terminating_until = time.monotonic() + grace
+        terminating_until = time.monotonic() + grace
         previous(signum, frame)  # a server's graceful shutdown, or the app's own handler
         return
     # The default: end by SIGTERM, as the process would have without us.
@@ -233,9 +233,9 @@ def _mp_finalizer() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _registry_lock, _exit_deadline, _draining_now, _terminating_until
+    global _registry_lock, _exit_deadline, _draining_now, terminating_until
     _registry_lock = threading.RLock()
-    _terminating_until = None
+    terminating_until = None
     _exit_deadline = None
     _draining_now = False
     WORKER_THREADS.clear()

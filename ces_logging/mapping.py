@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import json
 import logging
+import sys
 import threading
 from collections.abc import Mapping
 from typing import Any, Final
@@ -36,7 +37,7 @@ from typing import Any, Final
 from pythonjsonlogger.core import BaseJsonFormatter
 from pythonjsonlogger.json import JsonFormatter
 
-from . import identity
+from . import identity, otel
 from .events import (
     DIMENSION_NAME,
     DIMENSION_VALUE,
@@ -100,14 +101,15 @@ _PLAIN = logging.Formatter("%(message)s")
 def read_overrides(record: logging.LogRecord) -> Any:
     """The record's per-event overrides: ``record.ces`` (``extra={"ces": {...}}``), flat ``ces_<field>``
     attributes (``extra={"ces_dimensions": ...}``), the same keys in loguru's ``record.extra`` (``bind``), or
-    in a mapping ``msg``
-    (structlog's event dict under ``ProcessorFormatter.wrap_for_formatter``). None when there are none (the
-    common case costs two dict lookups)."""
+    in a mapping ``msg`` (structlog's event dict under ``ProcessorFormatter.wrap_for_formatter``). None when
+    there are none; the common case (a plain record) costs a length check and two dict look-ups."""
     d = record.__dict__
     over = d.get("ces")
+    if len(d) <= _PLAIN_RECORD_KEYS and over is None and type(d.get("msg")) is str:
+        return None  # nothing but the standard attributes: no extras, no structlog event dict
     msg = d.get("msg")
     flat: dict[str, Any] | None = None
-    if isinstance(msg, Mapping):
+    if type(msg) is not str and isinstance(msg, Mapping):
         inner = msg.get("ces")
         if isinstance(inner, Mapping):
             flat = dict(inner)
@@ -115,17 +117,16 @@ def read_overrides(record: logging.LogRecord) -> Any:
             if k in msg:
                 (flat := flat if flat is not None else {})[k[4:]] = msg[k]
     bound = d.get("extra")  # loguru's bind(): its values arrive as one mapping, ``record.extra``
-    if isinstance(bound, Mapping):
+    if bound is not None and isinstance(bound, Mapping):
         inner = bound.get("ces")
         if isinstance(inner, Mapping):
             (flat := flat if flat is not None else {}).update(inner)
         for k in _FLAT_KEYS:
             if k in bound:
                 (flat := flat if flat is not None else {})[k[4:]] = bound[k]
-    if d.keys() & _FLAT_KEYS_SET:
-        for k in _FLAT_KEYS:
-            if k in d:
-                (flat := flat if flat is not None else {})[k[4:]] = d[k]
+    for k in _FLAT_KEYS:
+        if k in d:
+            (flat := flat if flat is not None else {})[k[4:]] = d[k]
     if flat is None:
         return over  # may be anything: the builder counts a ces that is not a mapping as sanitised
     if isinstance(over, Mapping):
@@ -133,7 +134,8 @@ def read_overrides(record: logging.LogRecord) -> Any:
     return flat
 
 
-_FLAT_KEYS_SET: Final = frozenset(_FLAT_KEYS)
+#: How many attributes a record has when nothing was added to it (extras, structlog's, loguru's).
+_PLAIN_RECORD_KEYS: Final = len(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None).__dict__)
 
 
 class TimeAssigner:
@@ -227,6 +229,7 @@ class EventBuilder:
         self.sanitised = 0  # worker side; the emit side counts in the handler
         self._names: dict[str, str] = {}
         self._levels: dict[int, str] = {}
+        self._ident_cache: tuple[str, str, str] = ("\0", "", "")
 
     # --- the app's thread: keep what can be sent -------------------------------------------------------------
 
@@ -250,7 +253,22 @@ class EventBuilder:
             text, bad = safe_text(text), True
         if len(text) > KEEP_CHARS:
             text = fit_content(text, KEEP_CHARS)
+        if "opentelemetry.trace" in sys.modules:  # only an app that traces has imported it: else no cost
+            text = self._with_trace_ids(text)
         return (record.created, record.levelno, record.name, text, read_overrides(record), bad)
+
+    def _with_trace_ids(self, text: str) -> str:
+        """The recording span's ids (as google-cloud-logging attaches them), so an event can be matched with
+        its trace: a short suffix on text content, two fields in JSON content. Cut to fit at build time, the
+        ids go last in text, so a long message loses its middle, never the ids."""
+        ids = otel.current_trace_ids()
+        if ids is None:
+            return text
+        trace_id, span_id = ids
+        if self.json_content and text.endswith("}") and text.startswith("{"):
+            sep = "" if text.rstrip("} \n") == "{" else ", "
+            return f'{text[:-1]}{sep}"trace_id": "{trace_id}", "span_id": "{span_id}"}}'
+        return f"{text} [trace_id={trace_id} span_id={span_id}]"
 
     @staticmethod
     def _with_traceback(record: logging.LogRecord, message: str) -> str:
@@ -390,7 +408,7 @@ class EventBuilder:
             created_ms = n
         t = None
         for _ in range(2):
-            ident = identity.with_identity(rname, identity.current()) if self.process_identity else rname
+            ident = self._identified(rname) if self.process_identity else rname
             same = key_of(self.event_source, name, EVENT_TYPE_CUSTOM, SUB_EVENT_CUSTOM, state, level, user, rid, ident)
             t = TIMES.assign(same, created_ms)
             if t is not None or not self.process_identity:
@@ -416,6 +434,16 @@ class EventBuilder:
         if dims:
             detail["dimensions"] = [{"name": k, "value": v} for k, v in dims.items()]
         return {"event_name": name, "event_source": self.event_source, "time": t, "detail": detail}
+
+    def _identified(self, rname: str) -> str:
+        """``identity.with_identity`` for the last resource name seen (one string per batch, not per event)."""
+        current = identity.current()
+        cached = self._ident_cache
+        if cached[0] == rname and cached[1] == current:
+            return cached[2]
+        value = identity.with_identity(rname, current)
+        self._ident_cache = (rname, current, value)
+        return value
 
     def _merge_dimensions(self, extra: object) -> dict[str, str]:
         dims = dict(self.dimensions)
