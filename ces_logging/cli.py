@@ -137,12 +137,12 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         print(f"authentication: {' or '.join(schemes)} required (admin routes too)", flush=True)
     else:
         print("authentication: none (open, for local development)", flush=True)
-    print(f"console: {emu.local_url}/  (open it in a browser: the events, newest first)", flush=True)
     if emu.exposure_warning:
         sys.stderr.write(emu.exposure_warning + "\n")
         sys.stderr.flush()
     print(f"try: CES_ENDPOINT={emu.local_url} CES_PROJECT_ID=demo ces-logging send --name hello --content hi",
           flush=True)  # fmt: skip
+    print(f"console: {emu.local_url}/  (open it in a browser: the events, newest first)", flush=True)
     if emu.local_url.startswith("http://") and not is_loopback(urlsplit(emu.local_url).hostname or ""):
         print("(plain http to another host: the client refuses it unless allow_insecure=True; "
               "serve https with --tls-cert)", flush=True)  # fmt: skip

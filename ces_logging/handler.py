@@ -503,8 +503,14 @@ class CESHandler(logging.Handler):
                 deadline = time.monotonic() + (self.grace_period if timeout is None else timeout)
                 exit_deadline = lifecycle.exit_deadline()
                 if exit_deadline is not None:
-                    deadline = exit_deadline if deadline is None else min(deadline, exit_deadline)
-                w.wait_accounted(target, self._accounted, deadline)
+                    deadline = min(deadline, exit_deadline)
+                while self._accounted() < target and time.monotonic() < deadline:
+                    if not w.alive:  # never started (an interrupted start) or dead of a bug: start it again
+                        self._start()
+                        if not w.alive:
+                            time.sleep(0.05)
+                            continue
+                    w.wait_accounted(target, self._accounted, min(deadline, time.monotonic() + 0.5))
         return self._flush_result(self._accounted() >= target)
 
     def _flush_result(self, accounted: bool) -> bool:

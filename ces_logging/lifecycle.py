@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from . import identity, notice, spool, throttle
-from .mapping import TIMES
+from .mapping import TIMES, TIMES_PLAIN
 from .worker import WORKER_THREADS, Worker
 
 
@@ -241,6 +241,7 @@ def _after_fork_in_child() -> None:
     WORKER_THREADS.clear()
     _DRAINING.clear()
     TIMES.reset_lock()
+    TIMES_PLAIN.reset_lock()
     identity.reset_after_fork()
     notice.reset_after_fork()
     throttle.reset_after_fork()

@@ -31,7 +31,8 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Mapping
+from array import array
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from pythonjsonlogger.core import BaseJsonFormatter
@@ -86,9 +87,6 @@ OVERRIDE_FIELDS: Final = (
     "dimensions",
 )
 _FLAT_KEYS: Final = tuple(f"ces_{f}" for f in OVERRIDE_FIELDS)
-#: What is kept of a message at emit: the content can hold 4,096 characters; a little more keeps the
-#: truncation marker honest about how much was cut, and bounds the memory of a queued record.
-KEEP_CHARS: Final = MAX_CONTENT + 64
 ITEM_OVERHEAD: Final = 240  # bytes a prepared item costs besides its text (tuple, float, refs), measured
 
 # A prepared item: (created, levelno, logger name, content text, overrides or None, sanitised at emit).
@@ -142,21 +140,26 @@ class TimeAssigner:
     """Gives events with equal key fields strictly increasing millisecond times, so that the service's
     same-event rule (equal keys and time: one event) never merges two records of this process.
 
-    One per process, shared by every handler's worker (dictConfig applied again must not make two handlers
-    collide). Other processes are kept apart by the per-process identity in ``resource_name``.
+    One per process (two: with and without the process identity), shared by every handler's worker:
+    dictConfig applied again must not make two handlers collide. Other processes are kept apart by the
+    per-process identity in ``resource_name``.
 
-    Never reuses a time for a key, even after forgetting keys: when the table is full it forgets first the keys
-    last used before the service's window (their times can never be sent again), then the oldest half, and
-    raises a floor above every time it forgot, under which no time is given to a key it does not know.
-    """
+    Never reuses a time for a key, even after forgetting keys (the table is bounded). Keys last used before the
+    service's window are forgotten first (their times can never be sent again). Past that: where every key
+    carries the process identity (``on_full``), the identity is renewed, which makes every later key a new
+    one, and the table starts empty; otherwise the oldest half is forgotten into ``BUCKETS`` hashed buckets
+    that keep the latest time of the keys that fell into each, and a key the table does not know starts above
+    its bucket's time (a neighbour's forgotten key may push it a little ahead; none can make it repeat)."""
 
     MAX_KEYS: Final = 50_000
+    BUCKETS: Final = 1 << 16  # 512 KiB of int64
     MAX_DRIFT_MS: Final = 300_000  # well inside the future side of the window (10 min - margins)
 
-    def __init__(self) -> None:
+    def __init__(self, on_full: Callable[[], object] | None = None) -> None:
         self._lock = threading.Lock()
         self._last: dict[tuple[str, ...], int] = {}
-        self._floor = 0
+        self._on_full = on_full
+        self._buckets: array[int] | None = None  # made when first needed
 
     def assign(self, key: tuple[str, ...], created_ms: int) -> int | None:
         """The time for a record, or None when the key's times have run more than ``MAX_DRIFT_MS`` ahead of
@@ -164,12 +167,16 @@ class TimeAssigner:
         caller renews the identity, which makes it a new key, or drops the record)."""
         with self._lock:
             last = self._last.get(key)
-            base = self._floor if last is None else last
+            if last is None:
+                buckets = self._buckets
+                base = buckets[hash(key) & (self.BUCKETS - 1)] if buckets is not None else 0
+                if len(self._last) >= self.MAX_KEYS:
+                    self._forget(created_ms)
+            else:
+                base = last
             t = created_ms if created_ms > base else base + 1
             if t - created_ms > self.MAX_DRIFT_MS:
                 return None
-            if last is None and len(self._last) >= self.MAX_KEYS:
-                self._forget(created_ms)
             self._last[key] = t
             return t
 
@@ -177,17 +184,30 @@ class TimeAssigner:
         horizon = now - 3_600_000  # older than the service's window: those times can never be sent again
         kept = {k: v for k, v in self._last.items() if v > horizon}
         if len(kept) > self.MAX_KEYS // 2:
-            times = sorted(kept.values())
-            cut = times[len(times) // 2]
-            self._floor = max(self._floor, cut)
-            kept = {k: v for k, v in kept.items() if v > cut}
+            if self._on_full is not None:
+                self._on_full()  # every key this table knows is dead from now on
+                kept = {}
+            else:
+                if self._buckets is None:
+                    self._buckets = array("q", bytes(8 * self.BUCKETS))
+                buckets, mask = self._buckets, self.BUCKETS - 1
+                cut = sorted(kept.values())[len(kept) // 2]
+                for k, v in kept.items():
+                    if v <= cut:
+                        b = hash(k) & mask
+                        if v > buckets[b]:
+                            buckets[b] = v
+                kept = {k: v for k, v in kept.items() if v > cut}
         self._last = kept
 
     def reset_lock(self) -> None:
         self._lock = threading.Lock()
 
 
-TIMES = TimeAssigner()
+#: For handlers with the process identity (the default): a full table renews the identity.
+TIMES = TimeAssigner(on_full=identity.renew)
+#: For handlers with ``process_identity=False``.
+TIMES_PLAIN = TimeAssigner()
 
 
 def _level_bisect(level_map: Mapping[int, str]) -> tuple[list[int], list[str]]:
@@ -251,10 +271,10 @@ class EventBuilder:
             text = self._fallback(record, e)
         if not isinstance(text, str):
             text, bad = safe_text(text), True
-        if len(text) > KEEP_CHARS:
-            text = fit_content(text, KEEP_CHARS)
         if "opentelemetry.trace" in sys.modules:  # only an app that traces has imported it: else no cost
             text = self._with_trace_ids(text)
+        if len(text) > MAX_CONTENT // 2 and content_cost(text) > MAX_CONTENT:
+            text = fit_content(text)  # cut once, here: a queued record never holds more than can be sent
         return (record.created, record.levelno, record.name, text, read_overrides(record), bad)
 
     def _with_trace_ids(self, text: str) -> str:
@@ -267,7 +287,8 @@ class EventBuilder:
         trace_id, span_id = ids
         if self.json_content and text.endswith("}") and text.startswith("{"):
             sep = "" if text.rstrip("} \n") == "{" else ", "
-            return f'{text[:-1]}{sep}"trace_id": "{trace_id}", "span_id": "{span_id}"}}'
+            out = f'{text[:-1]}{sep}"trace_id": "{trace_id}", "span_id": "{span_id}"}}'
+            return out if content_cost(out) <= MAX_CONTENT else text  # valid JSON first
         return f"{text} [trace_id={trace_id} span_id={span_id}]"
 
     @staticmethod
@@ -410,7 +431,7 @@ class EventBuilder:
         for _ in range(2):
             ident = self._identified(rname) if self.process_identity else rname
             same = key_of(self.event_source, name, EVENT_TYPE_CUSTOM, SUB_EVENT_CUSTOM, state, level, user, rid, ident)
-            t = TIMES.assign(same, created_ms)
+            t = (TIMES if self.process_identity else TIMES_PLAIN).assign(same, created_ms)
             if t is not None or not self.process_identity:
                 break
             identity.renew()  # the clock stepped back, or one key ran minutes ahead: a new key, a fresh start

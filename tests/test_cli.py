@@ -162,6 +162,7 @@ def test_emulator_command_serves_and_stops_on_sigterm(tmp_path: object) -> None:
         first = p.stdout.readline()  # type: ignore[union-attr]
         url = re.search(r"http://127\.0\.0\.1:\d+", first).group(0)  # type: ignore[union-attr]
         assert "open, for local development" in p.stdout.readline()  # type: ignore[union-attr]
+        assert p.stdout.readline().startswith("try: ")  # type: ignore[union-attr]
         assert p.stdout.readline().startswith(f"console: {url}/ ")  # type: ignore[union-attr]
         CESClient(PROJECT, endpoint=url).report_events([item()])
         p.send_signal(signal.SIGTERM)

@@ -186,7 +186,8 @@ def test_page_renders_events_newest_first(shop: Emulator, tmp_path: Path) -> Non
     times = [r["c-time"] for r in rows]
     assert times == sorted(times, reverse=True) and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}", times[0])
     assert {r["c-source"] for r in rows[:5]} == {"shop.api"}
-    assert rows[2]["c-resource"] == "web-1 (order-A-1002)"
+    # the handler's resource name, then its process identity (host@pid.token), then the resource id
+    assert re.fullmatch(r"web-1@\S+@\d+\.[0-9a-f]{4} \(order-A-1002\)", rows[2]["c-resource"]), rows[2]
     crash = rows[1]["c-content"]
     assert crash.startswith("checkout crashed") and "Traceback (most recent call last):" in crash
     assert "ZeroDivisionError: division by zero in basket total" in crash

@@ -605,12 +605,13 @@ class _Server(ThreadingHTTPServer):
     def __init__(
         self, address: tuple[str, int], handler: type[_Handler], state: EmulatorState, max_connections: int
     ) -> None:
-        super().__init__(address, handler)
+        # Set before binding: a bind that fails (a port in use) calls server_close, which reads them.
         self.state = state
         self.max_connections = max_connections
         self.active = 0
         self._active_lock = threading.Lock()
         self._closing: deque[tuple[float, socket.socket]] = deque()
+        super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._active_lock:
