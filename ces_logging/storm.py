@@ -40,6 +40,7 @@ MAX_GROUPS: Final = 1000
 MAX_WINDOW_S: Final = 3600.0  # a summary must be sent while its records are inside the service's 1 h window
 _TEMPLATE_CHARS: Final = 200  # a message that is not a template (not a str) is keyed by its first characters
 _SCAN_EVERY_S: Final = 0.25
+_FORCE_EVERY_S: Final = 1.0
 _SPEC = re.compile(r"\s*(\d+)\s*/\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|m)?\s*")
 
 
@@ -122,6 +123,7 @@ class StormControl:
         self._groups: dict[Any, _Group] = {}
         self._ready: list[tuple[Any, int]] = []  # summaries of windows closed by admit or eviction
         self._next_scan = 0.0
+        self._next_forced = 0.0
 
     @property
     def groups(self) -> int:
@@ -159,12 +161,16 @@ class StormControl:
                 g.last = item
         return out
 
-    def due(self, now: float, everything: bool = False) -> list[tuple[Any, int]]:
+    def due(self, now: float, urgent: bool = False, busy: bool = False) -> list[tuple[Any, int]]:
         """Summaries to send now, as (item, records it stands for): those of windows closed by ``now`` (a
-        wall-clock time), or all pending ones when ``everything`` (flush, close, exit, SIGTERM). Groups whose
-        window is over are forgotten."""
+        wall-clock time), and when ``urgent`` (flush, close, exit, SIGTERM) all pending ones: once the buffer is
+        empty (not ``busy``), so that one summary holds a whole burst, or at least once a second while the app
+        keeps the buffer busy. Groups whose window is over are forgotten."""
         out, self._ready = self._ready, []
-        if not everything and now < self._next_scan:
+        everything = urgent and (not busy or now >= self._next_forced)
+        if everything:
+            self._next_forced = now + _FORCE_EVERY_S
+        elif now < self._next_scan:
             return out
         self._next_scan = now + min(_SCAN_EVERY_S, self.window / 4)
         groups = self._groups

@@ -344,7 +344,7 @@ class Worker:
             batch = self._build_all(items, Ledger(self.stats, "memory", None))
             self._park(batch, Ledger(self.stats, "memory", self._owner()), None, "shutdown")
         if self.fold is not None:
-            for item, weight in self.fold.due(time.time(), everything=True):
+            for item, weight in self.fold.due(time.time(), urgent=True):
                 ledger = FoldLedger(self.stats, weight)
                 self._park(self._build_all([item], ledger), ledger, None, "shutdown")
         with self._lock:
@@ -437,10 +437,11 @@ class Worker:
         if batch:
             self._dispatch(batch, ledger)
 
-    def _send_summaries(self, everything: bool) -> None:
+    def _send_summaries(self, urgent: bool) -> None:
         """Storm summaries whose window closed (all pending ones on a flush, a deadline, a stop), each in a
         batch of its own so that the count it carries is exact (storm.py)."""
-        for item, weight in self.fold.due(time.time(), everything) if self.fold is not None else ():
+        fold = self.fold
+        for item, weight in fold.due(time.time(), urgent, bool(self.buffer.items)) if fold is not None else ():
             ledger = FoldLedger(self.stats, weight)
             batch = self._build_all([item], ledger)
             if batch:
