@@ -123,7 +123,7 @@ class StormControl:
         self._groups: dict[Any, _Group] = {}
         self._ready: list[tuple[Any, int]] = []  # summaries of windows closed by admit or eviction
         self._next_scan = 0.0
-        self._next_forced = 0.0
+        self._busy_since: float | None = None  # urgent while the buffer was not empty, since
 
     @property
     def groups(self) -> int:
@@ -148,9 +148,9 @@ class StormControl:
             g = groups.get(key)
             if g is None or created >= g.end:
                 if g is not None:
-                    self._close(key, g)
+                    self._close(key, g, created)
                 elif len(groups) >= self.max_groups:
-                    self._evict()
+                    self._evict(created)
                 groups[key] = _Group(created + self.window)
                 out.append(item)
             elif g.seen < self.limit:
@@ -167,33 +167,39 @@ class StormControl:
         empty (not ``busy``), so that one summary holds a whole burst, or at least once a second while the app
         keeps the buffer busy. Groups whose window is over are forgotten."""
         out, self._ready = self._ready, []
-        everything = urgent and (not busy or now >= self._next_forced)
-        if everything:
-            self._next_forced = now + _FORCE_EVERY_S
-        elif now < self._next_scan:
+        everything = urgent and not busy
+        if urgent and busy:  # the app keeps the buffer busy: all pending ones after a second of it
+            if self._busy_since is None:
+                self._busy_since = now
+            everything = now - self._busy_since >= _FORCE_EVERY_S
+        if everything or not urgent:
+            self._busy_since = None
+        if not everything and now < self._next_scan:
             return out
         self._next_scan = now + min(_SCAN_EVERY_S, self.window / 4)
         groups = self._groups
         for key in [k for k, g in groups.items() if g.folded or now >= g.end]:
             g = groups[key]
             if g.folded and (everything or now >= g.end):
-                out.append(self._summary(g))
+                out.append(self._summary(g, now))
             if now >= g.end:
                 del groups[key]
         return out
 
-    def _close(self, key: Any, g: _Group) -> None:
+    def _close(self, key: Any, g: _Group, now: float) -> None:
         if g.folded:
-            self._ready.append(self._summary(g))
+            self._ready.append(self._summary(g, now))
         del self._groups[key]
 
-    def _evict(self) -> None:
+    def _evict(self, now: float) -> None:
         """Full: forget the oldest group (insertion order), its pending summary goes out."""
         key = next(iter(self._groups))
-        self._close(key, self._groups[key])
+        self._close(key, self._groups[key], now)
 
-    def _summary(self, g: _Group) -> tuple[Any, int]:
+    def _summary(self, g: _Group, now: float) -> tuple[Any, int]:
+        """The summary as a prepared item: the last folded record's, with the marker, stamped when its window
+        closes (not at the last record's time: a long window could make that older than the service takes)."""
         last, n = g.last, g.folded
         g.folded, g.last = 0, None
         text = summary_text(last[3], n, self.window, self.json_content)
-        return (last[0], last[1], last[2], text, last[4], False, None), n
+        return (max(last[0], now), last[1], last[2], text, last[4], False, None), n
