@@ -150,6 +150,10 @@ def caller_cost(emu_url: str, moto_url: str | None, rounds: int = 15, n: int = 2
     handlers["stdlib QueueHandler"] = qh
     ces = CESHandler(project_id=PROJECT, endpoint=emu_url, ak=AK, sk=SK, queue_size=100_000)
     handlers["CESHandler"] = ces
+    # storm control on: the app's thread computes the group's key (the folding is the worker's)
+    handlers['CESHandler storm_control="10/5s"'] = CESHandler(
+        project_id=PROJECT, endpoint=emu_url, ak=AK, sk=SK, queue_size=100_000, storm_control="10/5s"
+    )
     if moto_url:
         handlers["watchtower"] = watchtower_handler(moto_url, "caller")
     loggers = {}
