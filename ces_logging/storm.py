@@ -73,6 +73,8 @@ def storm_key(record: Any, text: str) -> tuple[Any, ...]:
     if not isinstance(msg, str):
         event = msg.get("event") if isinstance(msg, Mapping) else None  # structlog's event dict
         msg = event if isinstance(event, str) else text[:_TEMPLATE_CHARS]
+    if len(msg) > _TEMPLATE_CHARS:  # a group's key must not hold a huge message for a whole window
+        msg = (msg[:_TEMPLATE_CHARS], hash(msg))
     ei = record.exc_info
     exc = ei[0] if isinstance(ei, tuple) and ei else None
     return (record.name, record.levelno, msg, exc)
