@@ -66,18 +66,24 @@ def parse_storm_control(value: object) -> tuple[int, float] | None:
     return n, float(w)
 
 
-def storm_key(record: Any, text: str) -> tuple[Any, ...]:
+def storm_key(record: Any, text: str) -> tuple[Any, ...] | None:
     """What makes records alike: logger name, level, template, exception type. Runs on the app's thread for
-    every event record when storm control is on: a few attribute reads and one tuple. Never raises."""
-    msg = record.msg
-    if not isinstance(msg, str):
-        event = msg.get("event") if isinstance(msg, Mapping) else None  # structlog's event dict
-        msg = event if isinstance(event, str) else text[:_TEMPLATE_CHARS]
-    if len(msg) > _TEMPLATE_CHARS:  # a group's key must not hold a huge message for a whole window
-        msg = (msg[:_TEMPLATE_CHARS], hash(msg))
-    ei = record.exc_info
-    exc = ei[0] if isinstance(ei, tuple) and ei else None
-    return (record.name, record.levelno, msg, exc)
+    every event record when storm control is on: a few attribute reads and one tuple. Never raises (a record
+    it cannot key, None, is never folded)."""
+    try:
+        msg = record.msg
+        if not isinstance(msg, str):
+            event = msg.get("event") if isinstance(msg, Mapping) else None  # structlog's event dict
+            msg = event if isinstance(event, str) else text[:_TEMPLATE_CHARS]
+        if len(msg) > _TEMPLATE_CHARS:  # a group's key must not hold a huge message for a whole window
+            msg = (msg[:_TEMPLATE_CHARS], hash(msg))
+        ei = record.exc_info
+        exc = ei[0] if isinstance(ei, tuple) and ei else None
+        key = (record.name, record.levelno, msg, exc)
+        hash(key)  # an exception type with a metaclass that cannot hash: not grouped
+        return key
+    except Exception:
+        return None
 
 
 def summary_text(last: str, count: int, window: float, json_content: bool) -> str:

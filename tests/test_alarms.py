@@ -17,10 +17,13 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ces_logging import CESHandler, ConfigError, handler_factory
 from ces_logging.emulator import Emulator
@@ -507,3 +510,65 @@ def test_five_handlers_slow_down_together_on_429_and_lose_nothing(emu: Emulator)
         h.close()
     for lg in logs:
         lg.handlers.clear()
+
+
+# --- hostile records with every option on ---------------------------------------------------------------------
+
+anything = st.one_of(
+    st.none(),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.text(max_size=50),
+    st.binary(max_size=20),
+    st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3),
+)
+
+
+@pytest.fixture(scope="module")
+def hostile_alarms() -> Iterator[tuple[Emulator, list[CESHandler], logging.Logger]]:
+    with Emulator() as emu:
+        options = {"storm_control": "2/1s", "event_level": "WARNING", "context_records": 3}
+        hs = [
+            CESHandler(project_id=PROJECT, endpoint=emu.url, flush_interval=0.05, json_content=j, **options)
+            for j in (False, True)
+        ]
+        log = logging.getLogger("hostile_alarms")
+        log.propagate = False
+        log.setLevel(1)
+        for h in hs:
+            log.addHandler(h)
+        yield emu, hs, log
+        for h in hs:
+            log.removeHandler(h)
+            h.close()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    records=st.lists(
+        st.tuples(
+            st.one_of(st.text(max_size=5000), anything),
+            st.one_of(st.just(()), st.tuples(anything)),
+            st.integers(min_value=1, max_value=60),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_hostile_records_with_storm_and_context(
+    hostile_alarms: tuple[Emulator, list[CESHandler], logging.Logger], records: list[tuple[Any, Any, int, bool]]
+) -> None:
+    """Any message, arguments, level and traceback, with storm control, context and both content kinds: logging
+    never raises, nothing is refused or lost, every content is within the limit, and the counts add up."""
+    emu, hs, log = hostile_alarms
+    for msg, args, level, with_exc in records:
+        # (a lone surrogate in the exception's text is test_hostile.py's case: a bug of the core's, reported)
+        exc_info = (ValueError, ValueError("bad \x00 \u2028"), None) if with_exc else None
+        log.log(level, msg, *args, exc_info=exc_info)  # must not raise
+    for h in hs:
+        assert h.flush(timeout=30)
+        s = h.stats
+        assert s.dropped == 0, s.dropped_by_reason
+        check(h)
+    assert emu.stats().get("rejected_requests", 0) == 0
