@@ -16,7 +16,14 @@ from .errors import ConfigError
 from .handler import CESHandler
 
 _BOOL: Final = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
-_INT_OPTS: Final = ("batch_size", "queue_size", "queue_max_bytes", "spool_max_bytes", "max_in_flight")
+_INT_OPTS: Final = (
+    "batch_size",
+    "queue_size",
+    "queue_max_bytes",
+    "spool_max_bytes",
+    "max_in_flight",
+    "context_records",
+)
 _FLOAT_OPTS: Final = ("flush_interval", "timeout", "grace_period", "overflow_timeout")
 _BOOL_OPTS: Final = ("json_content", "allow_insecure", "process_identity", "handle_sigterm")
 _MAP_OPTS: Final = ("dimensions", "level_map", "state_map")

@@ -9,7 +9,8 @@ raises: a full buffer drops the record and counts it.
 What a record becomes is ``mapping.py``'s business; the worker's life is ``worker.py``'s; how the process ends
 (exit, SIGTERM, fork, multiprocessing) is ``lifecycle.py``'s. This module ties them to ``logging.Handler``.
 
-Counting: ``sent + dropped + queued == received`` holds at every moment, against threads, re-entry from a signal
+Counting: ``sent + dropped + queued + folded == received`` holds at every moment (``folded``: storm control,
+see ``storm.py``), against threads, re-entry from a signal
 handler, and an exception at any bytecode of ``emit`` (see ``buffer.py``).
 """
 
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from . import lifecycle, notice
+from .alarms import AlarmOptions
 from .auth import TokenProvider
 from .buffer import RecordBuffer
 from .client import CESClient
@@ -57,7 +59,9 @@ OVERFLOW_POLICIES: Final = ("drop", "block")
 
 @dataclass(frozen=True)
 class HandlerStats:
-    """A snapshot. ``sent + dropped + queued == received`` always holds; ``dropped_by_reason`` says why."""
+    """A snapshot. ``sent + dropped + queued + folded == received`` always holds; ``dropped_by_reason`` says
+    why. ``folded``: records that a delivered storm summary stands for (``storm_control``); ``context_kept``:
+    records below ``event_level`` kept as context (``context_records``), not part of ``received``."""
 
     received: int
     sent: int
@@ -70,6 +74,8 @@ class HandlerStats:
     spooled: int = 0  # of ``queued``: waiting on disk
     recovered_sent: int = 0  # from a spool another process (or handler) left: not in ``received``
     recovered_dropped: dict[str, int] = field(default_factory=dict)
+    folded: int = 0
+    context_kept: int = 0
 
 
 def _parse_level(level: int | str) -> int:
@@ -181,6 +187,9 @@ class CESHandler(logging.Handler):
         spool_max_bytes: int = 50 * 2**20,
         process_identity: bool = True,
         handle_sigterm: bool = True,
+        storm_control: str | tuple[int, float] | None = None,
+        context_records: int = 0,
+        event_level: int | str | None = None,
         level: int | str = logging.NOTSET,
         verify: bool | str = True,
         allow_insecure: bool = False,
@@ -224,6 +233,9 @@ class CESHandler(logging.Handler):
             states[k] = v
         if isinstance(spool_max_bytes, bool) or not isinstance(spool_max_bytes, int) or spool_max_bytes < 1:
             raise ConfigError(f"spool_max_bytes must be a positive integer, got {spool_max_bytes!r}")
+        # hook: storm control, context records, event threshold (alarms.py)
+        self.alarms = AlarmOptions.parse(storm_control, context_records, event_level, _parse_level)
+        self.event_level = self.alarms.event_level
         self.builder = EventBuilder(
             event_source=source,
             event_name=event_name,
@@ -236,6 +248,8 @@ class CESHandler(logging.Handler):
             state_map=states,
             json_content=bool(json_content),
             process_identity=bool(process_identity),
+            storm_keys=self.alarms.storm is not None,
+            context=self.alarms.context,
         )
         self.event_source = source
         self.event_name = event_name
@@ -306,6 +320,7 @@ class CESHandler(logging.Handler):
             flush_interval=self.flush_interval,
             spool=self.spool,
             size_of=_size_of,
+            fold=self.alarms.storm_control(self.builder.json_content),
         )
 
     def __repr__(self) -> str:
@@ -338,6 +353,9 @@ class CESHandler(logging.Handler):
         return rv
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno < self.event_level:  # hook: below event_level, context for the next event (alarms.py)
+            self.alarms.keep(record)
+            return
         buf = self._buffer
         appended = False
         try:
@@ -441,37 +459,38 @@ class CESHandler(logging.Handler):
 
     # --- stats, flush, close ---------------------------------------------------------------------------------
 
-    def _counts(self) -> tuple[int, int, dict[str, int]]:
-        """(received, sent, dropped by reason), consistent with each other."""
+    def _counts(self) -> tuple[int, int, dict[str, int], int]:
+        """(received, sent, dropped by reason, folded), consistent with each other."""
         w = self._worker
         buf = self._buffer
         if w is None:
             taken, waiting = buf.counts()
             refused = buf.refused_counts()
-            return taken + waiting + sum(refused.values()), 0, refused
+            return taken + waiting + sum(refused.values()), 0, refused, 0
         with w.stats.cond:
             taken, waiting = buf.counts()
             sent = w.stats.sent
+            folded = w.stats.folded
             reasons = dict(w.stats.dropped)
         refused = buf.refused_counts()
         for k, v in refused.items():
             reasons[k] = reasons.get(k, 0) + v
-        return taken + waiting + sum(refused.values()), sent, reasons
+        return taken + waiting + sum(refused.values()), sent, reasons, folded
 
     def _accounted(self) -> int:
-        _, sent, reasons = self._counts()
-        return sent + sum(reasons.values())
+        _, sent, reasons, folded = self._counts()
+        return sent + sum(reasons.values()) + folded
 
     @property
     def stats(self) -> HandlerStats:
-        received, sent, reasons = self._counts()
+        received, sent, reasons, folded = self._counts()
         dropped = sum(reasons.values())
         ws = self._worker.stats if self._worker is not None else None
         return HandlerStats(
             received=received,
             sent=sent,
             dropped=dropped,
-            queued=received - sent - dropped,
+            queued=received - sent - dropped - folded,
             retries=ws.retries if ws else 0,
             batches=ws.batches if ws else 0,
             sanitised=self.builder.sanitised,
@@ -479,6 +498,8 @@ class CESHandler(logging.Handler):
             spooled=ws.spooled if ws else 0,
             recovered_sent=ws.recovered_sent if ws else 0,
             recovered_dropped=dict(ws.recovered_dropped) if ws else {},
+            folded=folded,
+            context_kept=self.alarms.context_kept,
         )
 
     def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]
@@ -490,12 +511,12 @@ class CESHandler(logging.Handler):
         ``flush()`` with no argument, and must never hang on a service that is down), and at interpreter exit no
         longer than what is left of the exit's grace period. Never waits while this thread holds
         ``logging._lock``, nor on a worker thread: it then only asks the worker to send now and answers."""
-        received, sent, reasons = self._counts()
+        received, sent, reasons, folded = self._counts()
         target = received
         w = self._worker
         if w is None:
             return self._flush_result(sent + sum(reasons.values()) >= target)
-        if sent + sum(reasons.values()) < target:
+        if sent + sum(reasons.values()) + folded < target:
             w.request_flush()
             if not w.alive:
                 self._start()

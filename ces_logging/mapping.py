@@ -39,6 +39,7 @@ from pythonjsonlogger.core import BaseJsonFormatter
 from pythonjsonlogger.json import JsonFormatter
 
 from . import identity, otel
+from .context import ContextKeeper
 from .events import (
     DIMENSION_NAME,
     DIMENSION_VALUE,
@@ -63,6 +64,7 @@ from .events import (
     now_ms,
     safe_text,
 )
+from .storm import storm_key
 
 DEFAULT_LEVEL_MAP: Final[Mapping[int, str]] = {
     logging.CRITICAL: "Critical",
@@ -89,8 +91,9 @@ OVERRIDE_FIELDS: Final = (
 _FLAT_KEYS: Final = tuple(f"ces_{f}" for f in OVERRIDE_FIELDS)
 ITEM_OVERHEAD: Final = 240  # bytes a prepared item costs besides its text (tuple, float, refs), measured
 
-# A prepared item: (created, levelno, logger name, content text, overrides or None, sanitised at emit).
-Item = tuple[float, int, str, str, Any, bool]
+# A prepared item: (created, levelno, logger name, content text, overrides or None, sanitised at emit, storm
+# key or None). The storm key (``storm.py``) is computed only when storm control is on.
+Item = tuple[float, int, str, str, Any, bool, Any]
 
 _JSON_FALLBACK = JsonFormatter("%(levelname)s %(name)s %(message)s")
 _PLAIN = logging.Formatter("%(message)s")
@@ -232,6 +235,8 @@ class EventBuilder:
         state_map: Mapping[str, str],
         json_content: bool,
         process_identity: bool = True,
+        storm_keys: bool = False,
+        context: ContextKeeper | None = None,
     ) -> None:
         self.event_source = event_source
         self.event_name = event_name
@@ -246,6 +251,8 @@ class EventBuilder:
         self.state_map = dict(state_map)
         self.json_content = json_content
         self.process_identity = process_identity
+        self.storm_keys = storm_keys  # storm control is on: each item carries its group's key (storm.py)
+        self.context = context  # context_records: kept records go into the next event's content (context.py)
         self.sanitised = 0  # worker side; the emit side counts in the handler
         self._names: dict[str, str] = {}
         self._levels: dict[int, str] = {}
@@ -273,9 +280,13 @@ class EventBuilder:
             text, bad = safe_text(text), True
         if "opentelemetry.trace" in sys.modules:  # only an app that traces has imported it: else no cost
             text = self._with_trace_ids(text)
+        # --- hooks: context and storm control (off: two attribute reads) ---
+        if self.context is not None:
+            text = self.context.attach(text, self.json_content)
         if len(text) > MAX_CONTENT // 2 and content_cost(text) > MAX_CONTENT:
             text = fit_content(text)  # cut once, here: a queued record never holds more than can be sent
-        return (record.created, record.levelno, record.name, text, read_overrides(record), bad)
+        key = storm_key(record, text) if self.storm_keys else None
+        return (record.created, record.levelno, record.name, text, read_overrides(record), bad, key)
 
     def _with_trace_ids(self, text: str) -> str:
         """The recording span's ids (as google-cloud-logging attaches them), so an event can be matched with
@@ -377,7 +388,7 @@ class EventBuilder:
 
     def __call__(self, item: Item, now: int | None = None) -> dict[str, Any] | str:
         """The event for a prepared item, or a drop reason (a str) when it must not be sent."""
-        created, levelno, logger_name, text, over, bad = item
+        created, levelno, logger_name, text, over, bad, _ = item
         if bad:
             self.sanitised += 1
         values = self.defaults

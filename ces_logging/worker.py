@@ -25,7 +25,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from . import notice
 from .buffer import RecordBuffer, Wakeup
@@ -33,6 +33,7 @@ from .client import CESClient
 from .errors import CESAuthError, CESError, CESValidationError
 from .events import now_ms, sendable
 from .spool import Spool, SpoolFile
+from .storm import StormControl
 from .throttle import Throttle
 
 #: Thread idents of every live worker thread: records logged on these threads (urllib3's connection logs,
@@ -78,6 +79,7 @@ class WorkerStats:
         self.recovered_sent = 0
         self.recovered_dropped: Counter[str] = Counter()
         self.abandoned = False  # the process's grace period ended: what was in flight is counted as lost
+        self.folded = 0  # records that a delivered storm summary stands for (storm.py)
 
     def abandon(self) -> int:
         """Count what is in flight as dropped (``shutdown``) once and for all; outcomes that arrive later
@@ -146,6 +148,16 @@ class WorkerStats:
             self.sent += n
             self.cond.notify_all()
 
+    def add_folded(self, n: int) -> None:
+        """A storm summary standing for ``n`` records was delivered (storm.py)."""
+        with self.cond:
+            if self.abandoned:
+                return
+            self.in_flight -= n
+            self.folded += n
+            self.batches += 1
+            self.cond.notify_all()
+
     def add_retry(self) -> None:
         with self.cond:
             self.retries += 1
@@ -156,6 +168,7 @@ class Ledger:
     (``memory``), from its own spool files (``own``), or recovered from someone else's (``recovered``)."""
 
     __slots__ = ("kind", "owner", "stats")
+    spoolable: ClassVar[bool] = True
 
     def __init__(self, stats: WorkerStats, kind: str, owner: str | None) -> None:
         self.stats = stats
@@ -171,6 +184,25 @@ class Ledger:
     def spooled(self, n: int) -> None:
         if self.kind == "memory":
             self.stats.add_spooled(n)
+
+
+class FoldLedger(Ledger):
+    """A batch of one storm summary (storm.py), standing for ``weight`` records: delivered, they count as
+    ``folded``; dropped, as dropped with the reason. Never spooled: a spool file counts events, not the records
+    each stands for."""
+
+    __slots__ = ("weight",)
+    spoolable: ClassVar[bool] = False
+
+    def __init__(self, stats: WorkerStats, weight: int) -> None:
+        super().__init__(stats, "memory", None)
+        self.weight = weight
+
+    def sent(self, n: int) -> None:
+        self.stats.add_folded(n * self.weight)
+
+    def dropped(self, reason: str, n: int) -> None:
+        self.stats.add_dropped(reason, n * self.weight, "memory")
 
 
 class Job:
@@ -195,6 +227,7 @@ class Worker:
         spool: Spool | None = None,
         size_of: Callable[[Any], int] = lambda _: 0,
         name: str = "ces-logging-worker",
+        fold: StormControl | None = None,
     ) -> None:
         self.buffer = buffer
         self.build = build
@@ -205,6 +238,7 @@ class Worker:
         self.spool = spool
         self.size_of = size_of
         self.name = name
+        self.fold = fold  # storm control (storm.py), only ever touched by the batcher thread
         self.stats = WorkerStats()
         self.wakeup = Wakeup()
         self._interrupt = threading.Event()  # cuts a back-off short when stopping
@@ -310,6 +344,10 @@ class Worker:
             self.stats.taken(len(items))
             batch = self._build_all(items, Ledger(self.stats, "memory", None))
             self._park(batch, Ledger(self.stats, "memory", self._owner()), None, "shutdown")
+        if self.fold is not None:
+            for item, weight in self.fold.due(time.time(), urgent=True):
+                ledger = FoldLedger(self.stats, weight)
+                self._park(self._build_all([item], ledger), ledger, None, "shutdown")
         with self._lock:
             n = len(self._senders)
         for _ in range(n):
@@ -331,6 +369,8 @@ class Worker:
                     next_report = time.monotonic() + 1.0
                 self.wakeup.clear()
                 urgent = self._remaining() is not None or self._flush_requested
+                if self.fold is not None:
+                    self._send_summaries(urgent)
                 waiting = len(self.buffer.items)
                 if waiting:
                     now = time.monotonic()
@@ -395,10 +435,22 @@ class Worker:
         if not items:
             return
         self.stats.taken(len(items))
+        if self.fold is not None:  # storm control: the folded ones stay in flight until their summary's outcome
+            items = self.fold.admit(items)
         ledger = Ledger(self.stats, "memory", self._owner())
         batch = self._build_all(items, ledger)
         if batch:
             self._dispatch(batch, ledger)
+
+    def _send_summaries(self, urgent: bool) -> None:
+        """Storm summaries whose window closed (all pending ones on a flush, a deadline, a stop), each in a
+        batch of its own so that the count it carries is exact (storm.py)."""
+        fold = self.fold
+        for item, weight in fold.due(time.time(), urgent, bool(self.buffer.items)) if fold is not None else ():
+            ledger = FoldLedger(self.stats, weight)
+            batch = self._build_all([item], ledger)
+            if batch:
+                self._dispatch(batch, ledger)
 
     def _owner(self) -> str | None:
         return self.spool.owner if self.spool is not None else None
@@ -649,7 +701,7 @@ class Worker:
         """Write a batch to disk; True when it is there. The size cap may push out the oldest files: their
         items are counted as dropped (``spool_full``)."""
         spool = self.spool
-        if spool is None or not self._spool_usable():
+        if spool is None or not ledger.spoolable or not self._spool_usable():
             return False
         evicted = self._spool_call(spool.write, batch, ledger.owner)
         if evicted is None:
