@@ -1,7 +1,8 @@
 """Where settings come from: arguments first, then environment variables; regions and endpoints.
 
-Every check here runs at configuration time and raises ``ConfigError`` with the fix in words, so that a bad
-setting is found when the app starts, never when it logs.
+Building a handler from settings (``configure``, ``handler_factory``) is ``factory.py``'s: this module is
+imported by ``handler.py``, so it imports no handler. Every check here runs at configuration time and raises
+``ConfigError`` with the fix in words, so that a bad setting is found when the app starts, never when it logs.
 """
 
 from __future__ import annotations
@@ -100,43 +101,3 @@ def resolve_project_id(
         raise ConfigError(f"project id {pid!r} is not valid: {why}")
     return pid
 
-
-# --- building a handler from settings ------------------------------------------------------------------------
-
-_BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
-_INT_OPTS = ("batch_size", "queue_size", "spool_max_bytes")
-_FLOAT_OPTS = ("flush_interval", "timeout", "grace_period")
-_BOOL_OPTS = ("json_content", "allow_insecure")
-_MAP_OPTS = ("dimensions", "level_map", "state_map")
-
-
-def _convert(key: str, value: object) -> object:
-    """Strings (from INI, YAML or env) to the option's type; a clear error names the key."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    try:
-        if key in _INT_OPTS:
-            return int(text)
-        if key in _FLOAT_OPTS:
-            return float(text)
-        if key in _BOOL_OPTS:
-            return _BOOL[text.lower()]
-        if key == "verify":
-            return _BOOL.get(text.lower(), text)  # a CA bundle path stays a path
-        if key in _MAP_OPTS:
-            # "name=value,name2=value2" (JSON objects are accepted too)
-            if text.startswith("{"):
-                import json
-
-                loaded = json.loads(text)
-                if not isinstance(loaded, dict):
-                    raise ValueError("not an object")
-                return loaded
-            pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
-            if any(len(p) != 2 for p in pairs):
-                raise ValueError("expected name=value pairs separated by commas")
-            return {k.strip(): v.strip() for k, v in pairs}
-    except (ValueError, KeyError) as e:
-        raise ConfigError(f"option {key}={value!r} cannot be read: {e or 'bad value'}") from None
-    return text
