@@ -21,7 +21,7 @@ from .events import CustomEvent, Dimension, EventRecord
 from .factory import configure, handler_factory
 from .handler import CESHandler, HandlerStats
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AKSKAuth",

@@ -26,7 +26,7 @@ from .deadline import DeadlineAdapter, total_deadline
 from .errors import CESError, CESTransportError, ConfigError, transport_error_text
 from .events import EVENT_TYPE_CUSTOM, MAX_EVENTS_PER_REQUEST, QUERY_MAX_LIMIT, CustomEvent, EventRecord
 
-USER_AGENT = "ces-logging/0.1"
+USER_AGENT = "ces-logging/0.2"
 
 
 @dataclass(frozen=True)

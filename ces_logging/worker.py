@@ -500,6 +500,7 @@ class Worker:
                 if left is not None and left <= 0:
                     break
                 self._sender_cond.wait(0.25 if left is None else min(0.25, left))
+                self._report_refused()  # every sender busy (an outage without a spool): drops are still said
         self._park(batch, ledger, leased, "shutdown")
 
     def _slot(self, give_way: Callable[[], bool] | None = None) -> bool | None:
