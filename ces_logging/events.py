@@ -207,6 +207,8 @@ def safe_text(value: object) -> str:
             text = f"<unprintable {type(value).__name__}: {type(e).__name__}>"
         except Exception:
             text = "<unprintable>"
+    if text.isascii():
+        return text  # the common case, without encoding it
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

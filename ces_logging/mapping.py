@@ -425,9 +425,9 @@ class EventBuilder:
                     dims = self._merge_dimensions(over["dimensions"])
         if state is None:
             state = self.state_map.get(level, "normal")
-        text = safe_text(text)  # here, off the app's thread: no lone surrogate reaches the JSON body
-        if content_cost(text) > MAX_CONTENT:
-            text = fit_content(text)
+        # Here, off the app's thread: no lone surrogate reaches the JSON body (prepare already cut the text to
+        # the limit; a replaced surrogate keeps the length).
+        text = safe_text(text)
         user = values["event_user"] or ""
         rid = values["resource_id"] or ""
         rname = values["resource_name"] or ""
