@@ -551,8 +551,7 @@ class Worker:
             WORKER_THREADS.discard(me)
 
     def _drop_too_old(self, batch: list[Event], ledger: Ledger) -> list[Event]:
-        now = now_ms()
-        fresh = [e for e in batch if sendable(e["time"], now)]
+        fresh = [e for e in batch if sendable(e["time"])]
         if len(fresh) < len(batch):
             ledger.dropped("too_old", len(batch) - len(fresh))
             self._say("too_old", f"{len(batch) - len(fresh)} event(s) dropped: older than the service accepts (1 h)")
