@@ -18,6 +18,7 @@ A bug must not end delivery: the batcher survives an exception in one step (the 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import queue
 import random
@@ -45,6 +46,8 @@ BACKOFF_CAP_S: Final = 30.0
 AUTH_ATTEMPTS: Final = 3  # a 401 after the client's own refresh-and-retry: try a couple more times, then drop
 IDLE_SENDER_S: Final = 30.0  # a sender with nothing to do for this long ends (a new one starts when needed)
 SPOOL_RETRY_S: Final = 5.0  # after a disk error (full, read-only), the spool is written again this much later
+
+_WORKER_IDS = itertools.count(1)
 
 Event = dict[str, Any]
 Builder = Callable[[Any, int], "Event | str"]
@@ -253,6 +256,7 @@ class Worker:
         self._lock = threading.Lock()  # the senders and their count of idle ones
         self._sender_cond = threading.Condition(self._lock)  # a sender became idle
         self.restarts = 0
+        self._uid = next(_WORKER_IDS)  # not id(self): a new worker may reuse a dead one's address
         self._refused_seen: dict[str, int] = {}
         # The spool's state: files may be waiting (ours, or a crashed process's); the service is down (new
         # batches go to disk, behind the older ones); when to try the oldest file again.
@@ -407,7 +411,7 @@ class Worker:
 
     def _say(self, reason: str, text: str) -> bool:
         """One line per reason and minute, per worker (two handlers' troubles are two stories)."""
-        return notice.say(f"{id(self)}:{reason}", text)
+        return notice.say(f"{self._uid}:{reason}", text)
 
     _WORDS: Final = {
         "queue_full": "the buffer was full (the service is slower than the app logs; see queue_size, "

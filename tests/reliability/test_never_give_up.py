@@ -565,6 +565,11 @@ INJECT = """
 """
 
 
+@pytest.mark.skipif(
+    sys.version_info >= (3, 12),
+    reason="from 3.12 settrace runs on sys.monitoring and opcode events reach only part of the package's frames, "
+    "so the injection cannot cover every bytecode; the timer-driven test above runs on every version",
+)
 @pytest.mark.parametrize("kind", ["logs", "raises"])
 def test_7_a_signal_at_any_bytecode_of_emit(kind: str) -> None:
     """The deterministic form of the test above. A signal handler runs between two bytecodes of the app's
