@@ -353,12 +353,12 @@ class CESHandler(logging.Handler):
         return rv
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno < self.event_level:  # hook: below event_level, context for the next event (alarms.py)
-            self.alarms.keep(record)
-            return
         buf = self._buffer
         appended = False
         try:
+            if record.levelno < self.event_level:  # below event_level: context for the next event (alarms.py)
+                self.alarms.keep(record)
+                return
             if self._closed or not self._active:
                 buf.refuse("closed" if self._active else "inactive")
                 return
