@@ -60,7 +60,6 @@ _HANDLERS: weakref.WeakSet[Any] = weakref.WeakSet()
 _DRAINING: set[Worker] = set()  # workers of closed handlers still delivering in the background
 _registry_lock = threading.RLock()  # re-entrant: a drain in a signal handler may interrupt one
 _exit_deadline: float | None = None  # monotonic; set when the process began to end
-_draining_now = False
 
 
 def register(h: Managed) -> None:
@@ -96,36 +95,32 @@ def drain(final: bool) -> None:
     is the process's, shared by every later call (exit after SIGTERM, a finalizer and then atexit), and what is
     left when it passes is given up, counted and said. Otherwise (SIGTERM chained to a server's own handler,
     which goes on with a graceful shutdown) the hurry lasts one grace period and the handlers go on as before."""
-    global _exit_deadline, _draining_now
+    global _exit_deadline
     # No "already draining" shortcut: SIGTERM may land while a drain runs (a pool worker's finalizer, then
     # the pool's terminate()), and the handler then ends the process when it returns, so it must do the
     # waiting itself. Everything below is safe to run nested (re-entrant locks, idempotent steps).
-    _draining_now = True
-    try:
-        handlers = open_handlers()
-        with _registry_lock:
-            draining = list(_DRAINING)
-        if not handlers and not draining:
-            return
-        grace = max([h.grace_period for h in handlers] + [5.0 if draining else 0.0])
-        deadline = time.monotonic() + grace
-        if final:
-            if _exit_deadline is None:
-                _exit_deadline = deadline
-            deadline = _exit_deadline
-        for h in handlers:
-            h._hurry(deadline, final)
-        for w in draining:
-            w.hurry(deadline, final=True)
-        done = [h._wait_delivered(deadline) for h in handlers]
-        for w in draining:
-            w.join(max(0.0, deadline - time.monotonic()))
-        if final:
-            for h, ok in zip(handlers, done, strict=True):
-                if not ok:
-                    h._give_up()
-    finally:
-        _draining_now = False
+    handlers = open_handlers()
+    with _registry_lock:
+        draining = list(_DRAINING)
+    if not handlers and not draining:
+        return
+    grace = max([h.grace_period for h in handlers] + [5.0 if draining else 0.0])
+    deadline = time.monotonic() + grace
+    if final:
+        if _exit_deadline is None:
+            _exit_deadline = deadline
+        deadline = _exit_deadline
+    for h in handlers:
+        h._hurry(deadline, final)
+    for w in draining:
+        w.hurry(deadline, final=True)
+    done = [h._wait_delivered(deadline) for h in handlers]
+    for w in draining:
+        w.join(max(0.0, deadline - time.monotonic()))
+    if final:
+        for h, ok in zip(handlers, done, strict=True):
+            if not ok:
+                h._give_up()
 
 
 def _at_exit() -> None:
@@ -135,7 +130,6 @@ def _at_exit() -> None:
 # --- SIGTERM ---------------------------------------------------------------------------------------------------
 
 _previous_sigterm: Any = None
-_installed = False
 terminating_until: float | None = None
 
 
@@ -150,7 +144,7 @@ def terminating() -> float | None:
 def install_sigterm() -> bool:
     """Put our SIGTERM handler in front of the one in place (only from the main thread; never over SIG_IGN or
     a handler installed from C, which cannot be chained). True when ours is in place now."""
-    global _previous_sigterm, _installed
+    global _previous_sigterm
     if threading.current_thread() is not threading.main_thread():
         return False
     try:
@@ -166,7 +160,6 @@ def install_sigterm() -> bool:
     except (ValueError, OSError):
         return False
     _previous_sigterm = current
-    _installed = True
     return True
 
 
@@ -233,11 +226,10 @@ def _mp_finalizer() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _registry_lock, _exit_deadline, _draining_now, terminating_until
+    global _registry_lock, _exit_deadline, terminating_until
     _registry_lock = threading.RLock()
     terminating_until = None
     _exit_deadline = None
-    _draining_now = False
     WORKER_THREADS.clear()
     _DRAINING.clear()
     TIMES.reset_lock()

@@ -255,7 +255,6 @@ class Worker:
         self._idle_senders = 0
         self._lock = threading.Lock()  # the senders and their count of idle ones
         self._sender_cond = threading.Condition(self._lock)  # a sender became idle
-        self.restarts = 0
         self._uid = next(_WORKER_IDS)  # not id(self): a new worker may reuse a dead one's address
         self._refused_seen: dict[str, int] = {}
         # The spool's state: files may be waiting (ours, or a crashed process's); the service is down (new
