@@ -9,7 +9,7 @@ Two kinds of thread. The *batcher* (one per handler) takes records when a batch 
 hands each batch to a *sender*; senders (up to the service's throttle limit, see ``throttle.py``) POST with
 retries, so several requests are in flight to a far region. Every item taken from the buffer ends up counted
 exactly once: sent, or dropped with a reason, or on disk in the spool (still queued). That is what makes
-``sent + dropped + queued == received`` hold.
+``sent + dropped + queued (+ folded, with storm control) == received`` hold.
 
 A bug must not end delivery: the batcher survives an exception in one step (the items in hand are dropped as
 ``error``, said once), and the handler starts a new batcher if the thread still dies (a few times at most).
