@@ -92,6 +92,22 @@ def wait_for(pred: Callable[[], bool], timeout: float = 10.0, interval: float = 
 
 
 @pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[Path, Path]:
+    """(key, certificate) of a self-signed certificate for 127.0.0.1; skips where openssl cannot make one."""
+    import shutil
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a certificate with")
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                           str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                          capture_output=True, timeout=60)  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip("openssl could not make a certificate")
+    return key, cert
+
+
+@pytest.fixture
 def isolated_logger() -> Iterator[logging.Logger]:
     """A logger of its own per test, not propagating to root, cleaned afterwards."""
     name = f"t{time.monotonic_ns()}"

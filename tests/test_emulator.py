@@ -631,19 +631,10 @@ def test_a_body_shorter_than_its_content_length_frees_the_thread_after_idle_time
         assert emu.stats().get("internal_errors", 0) == 0
 
 
-def test_a_silent_client_does_not_stall_a_tls_emulator(tmp_path: Path) -> None:
+def test_a_silent_client_does_not_stall_a_tls_emulator(tls_files: tuple[Path, Path]) -> None:
     """The TLS handshake used to run inside accept(): one client that connected and said nothing stopped
     the whole server. It now runs on the connection's own thread, bounded by idle_timeout."""
-    import shutil
-
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    if shutil.which("openssl") is None:
-        pytest.skip("no openssl to make a certificate with")
-    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                           str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                          capture_output=True, timeout=60)  # fmt: skip
-    if made.returncode != 0:
-        pytest.skip("openssl could not make a certificate")
+    key, cert = tls_files
     with Emulator(tls_cert=str(cert), tls_key=str(key), idle_timeout=1.0) as emu:
         host, port = emu.url.split("//")[1].split(":")
         with socket.create_connection((host, int(port)), timeout=5) as silent:

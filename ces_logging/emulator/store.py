@@ -62,6 +62,27 @@ def normalise_detail(detail: Mapping[str, Any]) -> dict[str, Any]:
     return d
 
 
+
+_FILTER_COLUMNS = ("event_type", "sub_event_type", "event_source", "event_level", "event_user", "event_state")
+
+
+def _where(
+    project_id: str, equal: Mapping[str, Any], from_ms: int | None, to_ms: int | None
+) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its arguments) of a project's events: columns equal to values, a time range."""
+    where: list[str] = ["project_id = ?"]
+    args: list[Any] = [project_id]
+    for column, value in equal.items():
+        where.append(f"{column} = ?")
+        args.append(value)
+    if from_ms is not None:
+        where.append("time >= ?")
+        args.append(from_ms)
+    if to_ms is not None:
+        where.append("time <= ?")
+        args.append(to_ms)
+    return " AND ".join(where), args
+
 class EventStore:
     """Thread-safe: one connection, one lock (the emulator's handler threads share it)."""
 
@@ -129,32 +150,12 @@ class EventStore:
         limit: int = 100,
     ) -> tuple[list[dict[str, Any]], int, list[str], list[str]]:
         """(page newest first, total matches, distinct users, distinct sources) for one event name."""
-        where = ["project_id = ?", "event_name = ?"]
-        args: list[Any] = [project_id, event_name]
-        for f in ("event_type", "sub_event_type", "event_source", "event_level", "event_user", "event_state"):
-            if f in filters:
-                where.append(f"{f} = ?")
-                args.append(filters[f])
-        if "from" in filters:
-            where.append("time >= ?")
-            args.append(filters["from"])
-        if "to" in filters:
-            where.append("time <= ?")
-            args.append(filters["to"])
-        cond = " AND ".join(where)
+        equal = {f: filters[f] for f in _FILTER_COLUMNS if f in filters}
+        cond, args = _where(project_id, {"event_name": event_name, **equal}, filters.get("from"), filters.get("to"))
         with self._lock:
-            total = self._db.execute(f"SELECT COUNT(*) FROM events WHERE {cond}", args).fetchone()[0]
-            rows = self._db.execute(
-                f"SELECT event_id, event_name, event_source, time, detail FROM events WHERE {cond} "
-                "ORDER BY time DESC, rowid DESC LIMIT ? OFFSET ?",
-                [*args, limit, start],
-            ).fetchall()
+            page, total = self._page(cond, args, limit, start)
             users = [r[0] for r in self._db.execute(f"SELECT DISTINCT event_user FROM events WHERE {cond}", args)]
             sources = [r[0] for r in self._db.execute(f"SELECT DISTINCT event_source FROM events WHERE {cond}", args)]
-        page = [
-            {"event_id": r[0], "event_name": r[1], "event_source": r[2], "time": r[3], "detail": json.loads(r[4])}
-            for r in rows
-        ]
         return page, int(total), sorted(users), sorted(sources)
 
     def kinds(self, project_id: str) -> list[dict[str, Any]]:
@@ -200,26 +201,19 @@ class EventStore:
     ) -> tuple[list[dict[str, Any]], int]:
         """(events of every name newest first, at most ``limit``; total matches): what the console lists.
         The service's API only queries one name at a time; this is the emulator's own, read-only view."""
-        where = ["project_id = ?"]
-        args: list[Any] = [project_id]
-        for column, value in (("event_name", event_name), ("event_level", event_level)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if start_time is not None:
-            where.append("time >= ?")
-            args.append(start_time)
-        if end_time is not None:
-            where.append("time <= ?")
-            args.append(end_time)
-        cond = " AND ".join(where)
+        equal = {k: v for k, v in (("event_name", event_name), ("event_level", event_level)) if v is not None}
+        cond, args = _where(project_id, equal, start_time, end_time)
         with self._lock:
-            total = self._db.execute(f"SELECT COUNT(*) FROM events WHERE {cond}", args).fetchone()[0]
-            rows = self._db.execute(
-                f"SELECT event_id, event_name, event_source, time, detail FROM events WHERE {cond} "
-                "ORDER BY time DESC, rowid DESC LIMIT ?",
-                [*args, limit],
-            ).fetchall()
+            return self._page(cond, args, limit, 0)
+
+    def _page(self, cond: str, args: list[Any], limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        """(matching events newest first, ``limit`` from ``offset``; total matches). Under ``_lock``."""
+        total = self._db.execute(f"SELECT COUNT(*) FROM events WHERE {cond}", args).fetchone()[0]
+        rows = self._db.execute(
+            f"SELECT event_id, event_name, event_source, time, detail FROM events WHERE {cond} "
+            "ORDER BY time DESC, rowid DESC LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        ).fetchall()
         page = [
             {"event_id": r[0], "event_name": r[1], "event_source": r[2], "time": r[3], "detail": json.loads(r[4])}
             for r in rows
