@@ -162,6 +162,8 @@ def test_spool_sent_twice_stores_once(emu: Emulator, isolated_logger: logging.Lo
     emu.clear_faults()
     assert h.flush(timeout=30)
     assert emu.count(PROJECT) == 30
+    s = h.stats
+    assert (s.sent, s.dropped, s.queued, s.received) == (30, 0, 0, 30)
     h.close()  # the process "crashed" after sending, before deleting:
     for name, data in copies:  # the files are back as if the deletes had not happened
         (spool_dir / name).write_bytes(data)
@@ -169,6 +171,8 @@ def test_spool_sent_twice_stores_once(emu: Emulator, isolated_logger: logging.Lo
     try:
         assert wait_for(lambda: h2.stats.recovered_sent == 30)
         assert emu.count(PROJECT) == 30 and emu.stats()["events_duplicate"] == 30
+        s2 = h2.stats  # the recovered files are not its records: its own counts stay at 0, and hold
+        assert (s2.received, s2.sent, s2.dropped, s2.queued) == (0, 0, 0, 0) and not s2.recovered_dropped
     finally:
         h2.close()
 
@@ -196,13 +200,16 @@ def test_unusable_spool_degrades_to_memory(emu: Emulator, isolated_logger: loggi
     isolated_logger.addHandler(h)
     isolated_logger.error("still delivered")
     assert h.flush(timeout=10) and contents(emu, "nospool") == ["still delivered"]
+    s = h.stats
+    assert (s.received, s.sent, s.dropped, s.queued) == (1, 1, 0, 0)
 
 
 def test_spool_failing_at_run_time_degrades_to_memory(
     emu: Emulator, isolated_logger: logging.Logger, tmp_path: Path
 ) -> None:
     """The disk goes bad under a running handler (here: the spool directory is replaced by a file, so every
-    write fails as on a read-only or full disk): a warning, the spool off, the events kept and delivered."""
+    write fails as on a read-only or full disk): a line on stderr, the spool paused, the events kept in memory
+    and delivered."""
     spool_dir = tmp_path / "gone"
     h = CESHandler(project_id=PROJECT, endpoint=emu.url, event_name="diskbad", spool_dir=str(spool_dir),
                    flush_interval=0.05)  # fmt: skip
@@ -213,6 +220,8 @@ def test_spool_failing_at_run_time_degrades_to_memory(
     isolated_logger.error("kept in memory")
     assert h.flush(timeout=20)
     assert contents(emu, "diskbad") == ["kept in memory"]  # the spool paused, the event kept in memory
+    s = h.stats
+    assert (s.received, s.sent, s.dropped, s.queued) == (1, 1, 0, 0)
     assert h.stats.sent == 1 and h.stats.dropped == 0
 
 
@@ -271,7 +280,7 @@ def test_credentials_expiring_mid_stream_lose_nothing(isolated_logger: logging.L
                 emu.admin("POST", "revoke")  # the server drops every token: a 401, a refresh, a retry
             clock.tick(23.5 * 3600)  # each token now has 30 min left: fetched again before it expires
         s = h.stats
-        assert (s.sent, s.dropped) == (400, 0)
+        assert (s.received, s.sent, s.dropped, s.queued) == (400, 400, 0, 0)
         # phase 0: the first token; 1: refreshed ahead of expiry; 2: refreshed after the revoke's 401;
         # 3: refreshed ahead of expiry again
         assert emu.count(PROJECT) == 400 and emu.stats()["iam_tokens_issued"] == 4
