@@ -135,7 +135,9 @@ def total_deadline(seconds: float) -> Iterator[None]:
         _watchdog.finish(scope)
 
 
-def _register(sock: Any) -> None:
+def watch(sock: Any) -> None:
+    """Put a socket under the current ``total_deadline`` block (none: nothing). For transports that make their
+    own connections (``transport.py``); ``DeadlineAdapter``'s pools do it themselves."""
     scope = _current()
     if scope is not None and isinstance(sock, socket.socket):
         _watchdog.watch(scope, sock)
@@ -144,14 +146,14 @@ def _register(sock: Any) -> None:
 class _HTTPConnection(HTTPConnection):
     def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()
-        _register(sock)  # before the TLS handshake: a stalled handshake is cut too
+        watch(sock)  # before the TLS handshake: a stalled handshake is cut too
         return sock
 
 
 class _HTTPSConnection(HTTPSConnection):
     def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()
-        _register(sock)
+        watch(sock)
         return sock
 
 
@@ -160,7 +162,7 @@ class _HTTPPool(HTTPConnectionPool):
 
     def _get_conn(self, timeout: float | None = None) -> Any:
         conn = super()._get_conn(timeout)
-        _register(getattr(conn, "sock", None))  # a pooled connection: its socket is already there
+        watch(getattr(conn, "sock", None))  # a pooled connection: its socket is already there
         return conn
 
 
@@ -169,7 +171,7 @@ class _HTTPSPool(HTTPSConnectionPool):
 
     def _get_conn(self, timeout: float | None = None) -> Any:
         conn = super()._get_conn(timeout)
-        _register(getattr(conn, "sock", None))
+        watch(getattr(conn, "sock", None))
         return conn
 
 

@@ -180,7 +180,14 @@ def transport_error_text(exc: BaseException, headers: Any = None, limit: int = 3
     return f"{name}: {text}" if text else name
 
 
+class TransportFailure(Exception):
+    """An exchange of ``transport.FastPost`` failed before an answer (refused, reset, TLS, the total deadline).
+    Its text names the failure and carries the operating system's words, never a header value or the body."""
+
+
 def _is_transport_exception(exc: BaseException) -> bool:
+    if isinstance(exc, TransportFailure):
+        return True
     import requests  # here, not at the top: errors stays importable without the HTTP stack loaded
 
     return isinstance(exc, requests.RequestException) and not isinstance(exc, ValueError)

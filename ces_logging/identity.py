@@ -32,6 +32,9 @@ _BAD: Final = re.compile(r"[^A-Za-z0-9_\-.]")
 _lock = threading.Lock()
 _pid = -1
 _value = ""
+#: Goes up whenever the identity changes (a new process, ``renew``): a builder that keeps keys made with the
+#: identity (mapping.py's batch path) compares it after each time it assigns, one attribute read.
+generation = 0
 
 
 def _host() -> str:
@@ -44,13 +47,14 @@ def _host() -> str:
 
 def current() -> str:
     """This process's identity (computed once per process; a new one after ``fork``)."""
-    global _pid, _value
+    global _pid, _value, generation
     pid = os.getpid()
     if pid != _pid:
         with _lock:
             if pid != _pid:
                 _value = f"{_host()}@{pid}.{secrets.token_hex(2)}"
                 _pid = pid
+                generation += 1
     return _value
 
 

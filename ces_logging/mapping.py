@@ -32,8 +32,9 @@ import logging
 import sys
 import threading
 from array import array
-from collections.abc import Callable, Mapping
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Mapping
+from json.encoder import encode_basestring
+from typing import Any, Final, NamedTuple
 
 from pythonjsonlogger.core import BaseJsonFormatter
 from pythonjsonlogger.json import JsonFormatter
@@ -94,6 +95,44 @@ ITEM_OVERHEAD: Final = 240  # bytes a prepared item costs besides its text (tupl
 # A prepared item: (created, levelno, logger name, content text, overrides or None, sanitised at emit, storm
 # key or None). The storm key (``storm.py``) is computed only when storm control is on.
 Item = tuple[float, int, str, str, Any, bool, Any]
+
+
+
+class Event(dict[str, Any]):
+    """An event as the API takes it (a dict), carrying its own JSON text (``raw``, exactly what
+    ``json.dumps(event, ensure_ascii=False, separators=(",", ":"))`` gives) when the builder's batch path made
+    it: a request body is then the texts joined, not a walk over every event's dicts. Never changed after it is
+    built (a retry and the spool send the very same event)."""
+
+    __slots__ = ("raw",)
+    raw: str
+
+
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_batch(batch: Iterable[Mapping[str, Any]]) -> bytes:
+    """The request body for a batch: a JSON array, compact, UTF-8 (each ``Event``'s own text where it has one)."""
+    parts = []
+    for e in batch:  # a loop, not a generator: the benchmark's CPU split tells encoding by this function's name
+        parts.append(e.raw if type(e) is Event else _dumps(e))
+    return ("[" + ",".join(parts) + "]").encode("utf-8")
+
+
+class _Plain(NamedTuple):
+    """What every plain event of one (logger, level) shares, for the batch path: the same-event key without
+    the time, the detail's fields before and after the content, and the JSON text around the time and the
+    content."""
+
+    key: tuple[str, ...]
+    name: str
+    head: dict[str, Any]
+    tail: dict[str, Any]
+    before_time: str
+    before_content: str
+    after_content: str
+
 
 _JSON_FALLBACK = JsonFormatter("%(levelname)s %(name)s %(message)s")
 _PLAIN = logging.Formatter("%(message)s")
@@ -257,6 +296,8 @@ class EventBuilder:
         self._names: dict[str, str] = {}
         self._levels: dict[int, str] = {}
         self._ident_cache: tuple[str, str, str] = ("\0", "", "")
+        self._plain: dict[tuple[str, int], _Plain] = {}  # the batch path's per (logger, level) parts
+        self._plain_ident = "\0"  # the resource name those parts were made with
 
     # --- the app's thread: keep what can be sent -------------------------------------------------------------
 
@@ -466,6 +507,114 @@ class EventBuilder:
         if dims:
             detail["dimensions"] = [{"name": k, "value": v} for k, v in dims.items()]
         return {"event_name": name, "event_source": self.event_source, "time": t, "detail": detail}
+
+    def build_batch(self, items: Iterable[Item], now: int | None = None) -> tuple[list[Event], dict[str, int]]:
+        """The events for a batch of items and the drop reasons with their counts: for each item what
+        ``self(item, now)`` gives (the tests hold the two equal), made faster for the common item (no
+        overrides, nothing sanitised at emit: its name, level, state and key fields depend on its logger and
+        level alone) by building those parts once per (logger, level) and each event's JSON text from them."""
+        n = now_ms() if now is None else now
+        future = n + SAFE_WINDOW_FUTURE_MS - SEND_ALLOWANCE_MS
+        events: list[Event] = []
+        reasons: dict[str, int] = {}
+        times = TIMES if self.process_identity else TIMES_PLAIN
+        gen = -1
+        ident = ""
+        plain = self._plain
+        for item in items:
+            created, levelno, logger_name, text, over, bad, _ = item
+            if over is None and not bad:
+                if gen != identity.generation or not self.process_identity:
+                    ident = self._resource_name()
+                    gen = identity.generation
+                    if ident != self._plain_ident:
+                        plain.clear()
+                        self._plain_ident = ident
+                p = plain.get((logger_name, levelno))
+                if p is None:
+                    p = self._plain_parts(logger_name, levelno, ident)
+                created_ms = int(created * 1000)
+                if created_ms <= future:
+                    t = times.assign(p.key, created_ms)
+                    if t is not None and (gen == identity.generation or not self.process_identity):
+                        if not text.isascii():
+                            text = safe_text(text)
+                        detail = dict(p.head)
+                        detail["content"] = text
+                        if p.tail:
+                            detail.update(p.tail)
+                        ev = Event(event_name=p.name, event_source=self.event_source, time=t, detail=detail)
+                        ev.raw = f"{p.before_time}{t}{p.before_content}{encode_basestring(text)}{p.after_content}"
+                        events.append(ev)
+                        continue
+                    if t is not None:
+                        # The identity changed while that time was assigned (the table was full: a new token):
+                        # the time is good for the key it was assigned to; the parts are made again after it.
+                        ev = self._event_from(p, t, text)
+                        events.append(ev)
+                        continue
+            built = self(item, n)
+            if isinstance(built, str):
+                reasons[built] = reasons.get(built, 0) + 1
+            else:
+                ev = Event(built)
+                ev.raw = _dumps(built)
+                events.append(ev)
+        return events, reasons
+
+    def _event_from(self, p: _Plain, t: int, text: str) -> Event:
+        text = safe_text(text)
+        detail = dict(p.head)
+        detail["content"] = text
+        detail.update(p.tail)
+        ev = Event(event_name=p.name, event_source=self.event_source, time=t, detail=detail)
+        ev.raw = _dumps(ev)
+        return ev
+
+    def _resource_name(self) -> str:
+        rname = self.defaults["resource_name"] or ""
+        return self._identified(rname) if self.process_identity else rname
+
+    def _plain_parts(self, logger_name: str, levelno: int, ident: str) -> _Plain:
+        """The parts shared by the plain events of a (logger, level), in the order ``__call__`` writes them."""
+        values = self.defaults
+        name = self.event_name or self._name_for(logger_name)
+        level = self.level_for(levelno)
+        state = self.state_map.get(level, "normal")
+        user = values["event_user"] or ""
+        rid = values["resource_id"] or ""
+        head = {
+            "event_type": EVENT_TYPE_CUSTOM,
+            "sub_event_type": SUB_EVENT_CUSTOM,
+            "event_level": level,
+            "event_state": state,
+        }
+        tail: dict[str, Any] = {}
+        if rid:
+            tail["resource_id"] = rid
+        if ident:
+            tail["resource_name"] = ident
+        if user:
+            tail["event_user"] = user
+        if values["group_id"]:
+            tail["group_id"] = values["group_id"]
+        if self.dimensions:
+            tail["dimensions"] = [{"name": k, "value": v} for k, v in self.dimensions.items()]
+        key = key_of(self.event_source, name, EVENT_TYPE_CUSTOM, SUB_EVENT_CUSTOM, state, level, user, rid, ident)
+        head_json = _dumps(head)[:-1]  # without its closing brace
+        tail_json = _dumps(tail)[1:-1]
+        p = _Plain(
+            key=key,
+            name=name,
+            head=head,
+            tail=tail,
+            before_time=f'{{"event_name":{_dumps(name)},"event_source":{_dumps(self.event_source)},"time":',
+            before_content=f',"detail":{head_json},"content":',
+            after_content=("," + tail_json if tail_json else "") + "}}",
+        )
+        if len(self._plain) < 10_000:
+            self._plain[(logger_name, levelno)] = p
+        return p
 
     def _identified(self, rname: str) -> str:
         """``identity.with_identity`` for the last resource name seen (one string per batch, not per event)."""

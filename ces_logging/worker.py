@@ -19,20 +19,20 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import queue
 import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Protocol
 
 from . import notice
 from .buffer import RecordBuffer, Wakeup
 from .client import CESClient
 from .errors import CESAuthError, CESError, CESValidationError
 from .events import now_ms, sendable
+from .mapping import encode_batch
 from .spool import Spool, SpoolFile
 from .storm import StormControl
 from .throttle import Throttle
@@ -50,7 +50,14 @@ SPOOL_RETRY_S: Final = 5.0  # after a disk error (full, read-only), the spool is
 _WORKER_IDS = itertools.count(1)
 
 Event = dict[str, Any]
-Builder = Callable[[Any, int], "Event | str"]
+
+
+class Builder(Protocol):
+    """What the worker needs of ``mapping.EventBuilder``: an item's event (or a drop reason), and a batch's."""
+
+    def __call__(self, item: Any, now: int) -> Event | str: ...
+
+    def build_batch(self, items: list[Any], now: int) -> tuple[list[Any], dict[str, int]]: ...
 
 
 def backoff_delay(attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
@@ -228,7 +235,7 @@ class Worker:
         batch_size: int,
         flush_interval: float,
         spool: Spool | None = None,
-        size_of: Callable[[Any], int] = lambda _: 0,
+        sizes: Callable[[list[Any]], int] = lambda _: 0,
         name: str = "ces-logging-worker",
         fold: StormControl | None = None,
     ) -> None:
@@ -239,7 +246,7 @@ class Worker:
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.spool = spool
-        self.size_of = size_of
+        self.sizes = sizes  # the bytes of taken items, as emit counted them (the buffer's byte bound)
         self.name = name
         self.fold = fold  # storm control (storm.py), only ever touched by the batcher thread
         self.stats = WorkerStats()
@@ -341,7 +348,7 @@ class Worker:
     def _finish(self) -> None:
         """Stopping: account for what is left in the buffer, end the senders, close idle connections."""
         while True:
-            items = self.buffer.take(self.batch_size, self.size_of)
+            items = self.buffer.take(self.batch_size, self.sizes)
             if not items:
                 break
             self.stats.taken(len(items))
@@ -434,7 +441,7 @@ class Worker:
         return not (self._spool_backlog and not self._outage and self.spool is not None)
 
     def _take_and_dispatch(self) -> None:
-        items = self.buffer.take(self.batch_size, self.size_of)
+        items = self.buffer.take(self.batch_size, self.sizes)
         if not items:
             return
         self.stats.taken(len(items))
@@ -459,24 +466,32 @@ class Worker:
         return self.spool.owner if self.spool is not None else None
 
     def _build_all(self, items: list[Any], ledger: Ledger) -> list[Event]:
+        try:
+            batch, reasons = self.build.build_batch(items, now_ms())
+        except Exception as e:  # a bug: the builder is meant never to raise
+            self._say("build-bug", f"could not build events: {type(e).__name__}: {e}")
+            batch, reasons = self._build_one_by_one(items)
+        for reason, n in reasons.items():
+            ledger.dropped(reason, n)
+            if reason == "key_rate":
+                self._say("key_rate", f"{n} event(s) dropped: over 1,000 a second with the same fields for minutes")
+        return batch
+
+    def _build_one_by_one(self, items: list[Any]) -> tuple[list[Event], dict[str, int]]:
+        """After a bug in the batch path: each item alone, so that one bad item costs itself, not the batch."""
         batch: list[Event] = []
         reasons: Counter[str] = Counter()
         now = now_ms()
         for item in items:
             try:
                 ev = self.build(item, now)
-            except Exception as e:  # a bug: the builder is meant never to raise
-                self._say("build-bug", f"could not build an event: {type(e).__name__}: {e}")
+            except Exception:
                 ev = "error"
             if isinstance(ev, str):
                 reasons[ev] += 1
             else:
                 batch.append(ev)
-        for reason, n in reasons.items():
-            ledger.dropped(reason, n)
-            if reason == "key_rate":
-                self._say("key_rate", f"{n} event(s) dropped: over 1,000 a second with the same fields for minutes")
-        return batch
+        return batch, reasons
 
     def _dispatch(self, batch: list[Event], ledger: Ledger, leased: SpoolFile | None = None) -> None:
         """A batch to disk (the service is down, older batches wait there, or the buffer overflows), or to a
@@ -554,6 +569,9 @@ class Worker:
             WORKER_THREADS.discard(me)
 
     def _drop_too_old(self, batch: list[Event], ledger: Ledger) -> list[Event]:
+        times = [e["time"] for e in batch]
+        if sendable(min(times)) and sendable(max(times)):  # the window is an interval: all of them are
+            return batch
         fresh = [e for e in batch if sendable(e["time"])]
         if len(fresh) < len(batch):
             ledger.dropped("too_old", len(batch) - len(fresh))
@@ -597,9 +615,9 @@ class Worker:
                 timeout = None if remaining is None else max(0.05, min(self.client.timeout, remaining))
                 # Times were assigned once, when the events were built: a retry sends the very same items, and
                 # the same-event rule makes a batch that did land the first time harmless the second time.
-                body = json.dumps(batch, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+                body = encode_batch(batch)
                 try:
-                    self.client.post_events_body(body, timeout=timeout)
+                    self.client.send_events_body(body, timeout=timeout)
                 except CESValidationError as e:
                     self.throttle.release(True)
                     slot = False
