@@ -252,6 +252,31 @@ TIMES = TimeAssigner(on_full=identity.renew)
 TIMES_PLAIN = TimeAssigner()
 
 
+def _detail_parts(
+    level: str, state: str, rid: str, rname: str, user: str, group: str | None, dims: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An event's ``detail`` fields before ``content`` and after it, in the order every event is written (one
+    place for the layout: the one-item path and the batch path's shared parts both use it)."""
+    head: dict[str, Any] = {
+        "event_type": EVENT_TYPE_CUSTOM,
+        "sub_event_type": SUB_EVENT_CUSTOM,
+        "event_level": level,
+        "event_state": state,
+    }
+    tail: dict[str, Any] = {}
+    if rid:
+        tail["resource_id"] = rid
+    if rname:
+        tail["resource_name"] = rname
+    if user:
+        tail["event_user"] = user
+    if group:
+        tail["group_id"] = group
+    if dims:
+        tail["dimensions"] = [{"name": k, "value": v} for k, v in dims.items()]
+    return head, tail
+
+
 def _level_bisect(level_map: Mapping[int, str]) -> tuple[list[int], list[str]]:
     items = sorted(level_map.items())
     return [k for k, _ in items], [v for _, v in items]
@@ -489,23 +514,8 @@ class EventBuilder:
             identity.renew()  # the clock stepped back, or one key ran minutes ahead: a new key, a fresh start
         if t is None:
             return "key_rate"
-        detail: dict[str, Any] = {
-            "event_type": EVENT_TYPE_CUSTOM,
-            "sub_event_type": SUB_EVENT_CUSTOM,
-            "event_level": level,
-            "event_state": state,
-            "content": text,
-        }
-        if rid:
-            detail["resource_id"] = rid
-        if ident:
-            detail["resource_name"] = ident
-        if user:
-            detail["event_user"] = user
-        if values["group_id"]:
-            detail["group_id"] = values["group_id"]
-        if dims:
-            detail["dimensions"] = [{"name": k, "value": v} for k, v in dims.items()]
+        head, tail = _detail_parts(level, state, rid, ident, user, values["group_id"], dims)
+        detail = {**head, "content": text, **tail}
         return {"event_name": name, "event_source": self.event_source, "time": t, "detail": detail}
 
     def build_batch(self, items: Iterable[Item], now: int | None = None) -> tuple[list[Event], dict[str, int]]:
@@ -583,23 +593,7 @@ class EventBuilder:
         state = self.state_map.get(level, "normal")
         user = values["event_user"] or ""
         rid = values["resource_id"] or ""
-        head = {
-            "event_type": EVENT_TYPE_CUSTOM,
-            "sub_event_type": SUB_EVENT_CUSTOM,
-            "event_level": level,
-            "event_state": state,
-        }
-        tail: dict[str, Any] = {}
-        if rid:
-            tail["resource_id"] = rid
-        if ident:
-            tail["resource_name"] = ident
-        if user:
-            tail["event_user"] = user
-        if values["group_id"]:
-            tail["group_id"] = values["group_id"]
-        if self.dimensions:
-            tail["dimensions"] = [{"name": k, "value": v} for k, v in self.dimensions.items()]
+        head, tail = _detail_parts(level, state, rid, ident, user, values["group_id"], self.dimensions)
         key = key_of(self.event_source, name, EVENT_TYPE_CUSTOM, SUB_EVENT_CUSTOM, state, level, user, rid, ident)
         head_json = _dumps(head)[:-1]  # without its closing brace
         tail_json = _dumps(tail)[1:-1]
