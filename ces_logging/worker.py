@@ -570,7 +570,7 @@ class Worker:
 
     def _drop_too_old(self, batch: list[Event], ledger: Ledger) -> list[Event]:
         times = [e["time"] for e in batch]
-        if sendable(min(times)) and sendable(max(times)):  # the window is an interval: all of them are
+        if not times or (sendable(min(times)) and sendable(max(times))):  # the window is an interval
             return batch
         fresh = [e for e in batch if sendable(e["time"])]
         if len(fresh) < len(batch):
