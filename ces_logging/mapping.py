@@ -198,7 +198,7 @@ class TimeAssigner:
     MAX_DRIFT_MS: Final = 300_000  # well inside the future side of the window (10 min - margins)
 
     def __init__(self, on_full: Callable[[], object] | None = None) -> None:
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self._last: dict[tuple[str, ...], int] = {}
         self._on_full = on_full
         self._buckets: array[int] | None = None  # made when first needed
@@ -207,20 +207,24 @@ class TimeAssigner:
         """The time for a record, or None when the key's times have run more than ``MAX_DRIFT_MS`` ahead of
         the record's own (over 1,000 records a second of one key for minutes, or the clock stepped back: the
         caller renews the identity, which makes it a new key, or drops the record)."""
-        with self._lock:
-            last = self._last.get(key)
-            if last is None:
-                buckets = self._buckets
-                base = buckets[hash(key) & (self.BUCKETS - 1)] if buckets is not None else 0
-                if len(self._last) >= self.MAX_KEYS:
-                    self._forget(created_ms)
-            else:
-                base = last
-            t = created_ms if created_ms > base else base + 1
-            if t - created_ms > self.MAX_DRIFT_MS:
-                return None
-            self._last[key] = t
-            return t
+        with self.lock:
+            return self.assign_locked(key, created_ms)
+
+    def assign_locked(self, key: tuple[str, ...], created_ms: int) -> int | None:
+        """``assign`` for a caller that holds ``lock`` (a batch takes it once, not once per event)."""
+        last = self._last.get(key)
+        if last is None:
+            buckets = self._buckets
+            base = buckets[hash(key) & (self.BUCKETS - 1)] if buckets is not None else 0
+            if len(self._last) >= self.MAX_KEYS:
+                self._forget(created_ms)
+        else:
+            base = last
+        t = created_ms if created_ms > base else base + 1
+        if t - created_ms > self.MAX_DRIFT_MS:
+            return None
+        self._last[key] = t
+        return t
 
     def _forget(self, now: int) -> None:
         horizon = now - 3_600_000  # older than the service's window: those times can never be sent again
@@ -243,7 +247,7 @@ class TimeAssigner:
         self._last = kept
 
     def reset_lock(self) -> None:
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
 
 
 #: For handlers with the process identity (the default): a full table renews the identity.
@@ -528,58 +532,54 @@ class EventBuilder:
         events: list[Event] = []
         reasons: dict[str, int] = {}
         times = TIMES if self.process_identity else TIMES_PLAIN
-        gen = -1
-        ident = ""
+        source = self.event_source
         plain = self._plain
-        for item in items:
-            created, levelno, logger_name, text, over, bad, _ = item
-            if over is None and not bad:
-                if gen != identity.generation or not self.process_identity:
-                    ident = self._resource_name()
-                    gen = identity.generation
-                    if ident != self._plain_ident:
-                        plain.clear()
-                        self._plain_ident = ident
-                p = plain.get((logger_name, levelno))
-                if p is None:
-                    p = self._plain_parts(logger_name, levelno, ident)
-                created_ms = int(created * 1000)
-                if created_ms <= future:
-                    t = times.assign(p.key, created_ms)
-                    if t is not None and (gen == identity.generation or not self.process_identity):
+        gen = -1
+        last: tuple[str, int, _Plain] | None = None  # the previous item's parts: a batch is mostly one logger
+        lock = times.lock
+        with lock:  # one lock for the batch's times; an item off the fast path lets go of it meanwhile
+            for item in items:
+                created, levelno, logger_name, text, over, bad, _ = item
+                if over is None and not bad:
+                    if gen != identity.generation:  # the first item, or the identity changed (fork, renewal)
+                        gen = identity.generation
+                        ident = self._resource_name()
+                        if ident != self._plain_ident:
+                            plain.clear()
+                            self._plain_ident = ident
+                        last = None
+                    if last is not None and last[0] == logger_name and last[1] == levelno:
+                        p = last[2]
+                    else:
+                        p = plain.get((logger_name, levelno)) or self._plain_parts(logger_name, levelno, ident)
+                        last = (logger_name, levelno, p)
+                    created_ms = int(created * 1000)
+                    # A renewal inside assign (the table was full) leaves this time good for p.key, the key
+                    # it was assigned to; the next item sees the new generation and makes new parts.
+                    t = times.assign_locked(p.key, created_ms) if created_ms <= future else None
+                    if t is not None:
                         if not text.isascii():
                             text = safe_text(text)
                         detail = dict(p.head)
                         detail["content"] = text
                         if p.tail:
                             detail.update(p.tail)
-                        ev = Event(event_name=p.name, event_source=self.event_source, time=t, detail=detail)
+                        ev = Event(event_name=p.name, event_source=source, time=t, detail=detail)
                         ev.raw = f"{p.before_time}{t}{p.before_content}{encode_basestring(text)}{p.after_content}"
                         events.append(ev)
                         continue
-                    if t is not None:
-                        # The identity changed while that time was assigned (the table was full: a new token):
-                        # the time is good for the key it was assigned to; the parts are made again after it.
-                        ev = self._event_from(p, t, text)
-                        events.append(ev)
-                        continue
-            built = self(item, n)
-            if isinstance(built, str):
-                reasons[built] = reasons.get(built, 0) + 1
-            else:
-                ev = Event(built)
-                ev.raw = _dumps(built)
-                events.append(ev)
+                lock.release()  # the one-item path takes it itself
+                try:
+                    built = self(item, n)
+                finally:
+                    lock.acquire()
+                if isinstance(built, str):
+                    reasons[built] = reasons.get(built, 0) + 1
+                else:
+                    ev = Event(built)
+                    ev.raw = _dumps(built)
+                    events.append(ev)
         return events, reasons
-
-    def _event_from(self, p: _Plain, t: int, text: str) -> Event:
-        text = safe_text(text)
-        detail = dict(p.head)
-        detail["content"] = text
-        detail.update(p.tail)
-        ev = Event(event_name=p.name, event_source=self.event_source, time=t, detail=detail)
-        ev.raw = _dumps(ev)
-        return ev
 
     def _resource_name(self) -> str:
         rname = self.defaults["resource_name"] or ""
