@@ -153,8 +153,14 @@ class _HTTPConnection(HTTPConnection):
 class _HTTPSConnection(HTTPSConnection):
     def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()
-        watch(sock)
+        watch(sock)  # the handshake on this socket is cut too
         return sock
+
+    def connect(self) -> None:
+        super().connect()
+        # The TLS socket that replaced the raw one (wrapping detaches the raw socket: its descriptor is gone, so
+        # shutting it down would not stop a read on the TLS socket).
+        watch(self.sock)
 
 
 class _HTTPPool(HTTPConnectionPool):

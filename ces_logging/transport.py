@@ -32,13 +32,14 @@ from __future__ import annotations
 import base64
 import http.client
 import os
-import select
 import socket
 import ssl
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from urllib3.util.wait import wait_for_read
 
 from .deadline import total_deadline, watch
 from .errors import TransportFailure
@@ -68,14 +69,18 @@ def _proxy_parts(endpoint_scheme: str, proxies: Mapping[str, str]) -> tuple[bool
     proxy = proxies.get(endpoint_scheme) or proxies.get("all")
     if not proxy:
         return True, None
-    p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    try:
+        p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        port = p.port  # raises on a malformed one ("user:pa/ss@host" reads "pa" as the port)
+    except ValueError:
+        return False, None  # requests' to handle and to report (it names the error, never the URL)
     if p.scheme != "http" or endpoint_scheme != "https" or not p.hostname:
         return False, None
     auth = ""
     if p.username is not None:
         pair = f"{unquote(p.username)}:{unquote(p.password or '')}".encode("latin-1", "replace")
         auth = "Basic " + base64.b64encode(pair).decode("ascii")
-    return True, (p.hostname, p.port or 80, auth)
+    return True, (p.hostname, port or 80, auth)
 
 
 class FastPost:
@@ -130,6 +135,7 @@ class FastPost:
             conn.close()
             raise
         sock: socket.socket = conn.sock
+        watch(sock)  # the TLS socket: wrapping detached the raw one watched above (its descriptor is gone)
         return sock
 
     def _take(self) -> socket.socket | None:
@@ -225,6 +231,22 @@ class _Reader:
             if not self._more():
                 raise ProtocolError("the connection closed before a complete answer")
 
+    def line(self, limit: int) -> bytes:
+        """One line without its end: CRLF, or a bare LF (RFC 9112 section 2.2: a recipient MAY take it)."""
+        out = self.until(b"\n", limit)
+        return out[:-1] if out[-1:] == b"\r" else out
+
+    def head(self) -> list[str]:
+        """The lines of an answer's head, up to the empty line."""
+        lines: list[str] = []
+        size = 0
+        while True:
+            line = self.line(MAX_HEAD - size)
+            size += len(line) + 2
+            if not line:
+                return lines
+            lines.append(line.decode("latin-1"))
+
     def exactly(self, n: int) -> bytes:
         if n > MAX_BODY:
             raise ProtocolError("the answer's body is too long")
@@ -250,16 +272,21 @@ def exchange(sock: socket.socket, request: bytes) -> tuple[int, bytes, dict[str,
     sock.sendall(request)
     r = _Reader(sock)
     while True:
-        head = r.until(b"\r\n\r\n", MAX_HEAD).decode("latin-1")
-        status_line, _, rest = head.partition("\r\n")
-        version, _, code = status_line.partition(" ")
+        head = r.head()
+        version, _, code = (head[0] if head else "").partition(" ")
         if not version.startswith("HTTP/1.") or not code[:3].isdigit():
             raise ProtocolError("the answer is not HTTP/1.x")
         status = int(code[:3])
         if not 100 <= status < 200 or status == 101:
             break  # 1xx: an interim answer (never asked for here); the real one follows
+    lines: list[str] = []
+    for line in head[1:]:
+        if line[:1] in (" ", "\t") and lines:
+            lines[-1] = f"{lines[-1]} {line.strip()}"  # obsolete line folding: a space (RFC 9112 section 5.2)
+        else:
+            lines.append(line)
     headers: dict[str, str] = {}
-    for line in rest.split("\r\n") if rest else ():
+    for line in lines:
         name, sep, value = line.partition(":")
         if not sep:
             continue
@@ -273,14 +300,17 @@ def exchange(sock: socket.socket, request: bytes) -> tuple[int, bytes, dict[str,
         parts = []
         total = 0
         while True:
-            size = int(r.until(b"\r\n", 1024).split(b";")[0].strip() or b"x", 16)
+            digits = r.line(1024).split(b";")[0].strip()
+            try:
+                size = int(digits, 16)
+            except ValueError:
+                raise ProtocolError("a malformed chunk size") from None
             if size == 0:
-                while r.until(b"\r\n", MAX_HEAD):  # trailers, up to the empty line
-                    pass
+                r.head()  # trailers, up to the empty line
                 break
             total += size
             parts.append(r.exactly(size))
-            if r.exactly(2) != b"\r\n" or total > MAX_BODY:
+            if r.line(2) or total > MAX_BODY:
                 raise ProtocolError("a malformed chunked body")
         body = b"".join(parts)
     elif "content-length" in headers:
@@ -311,12 +341,12 @@ class CaseInsensitiveHeaders(dict[str, str]):
 
 def _dropped(sock: socket.socket) -> bool:
     """A kept-alive socket that is readable before we sent anything has been closed by the server (EOF) or
-    holds junk: either way it must not carry a request."""
+    holds junk: either way it must not carry a request. ``wait_for_read`` is urllib3's (poll where there is
+    one: ``select`` refuses descriptors above 1023, which a busy server's process has)."""
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(wait_for_read(sock, timeout=0.0))
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 def describe(e: BaseException) -> str:

@@ -309,3 +309,147 @@ def test_errors_keep_their_model_on_the_hot_path(emu: Emulator) -> None:
     dead = CESClient(PROJECT, endpoint="http://127.0.0.1:9", timeout=1)
     with pytest.raises(CESTransportError, match="ConnectionError"):
         dead.report_events([item()])
+
+
+def test_a_malformed_proxy_url_is_a_transport_error_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unencoded '/' in the proxy's password makes the URL's port unreadable: the client and the handler are
+    still made (requests carries the POST and reports the URL as invalid), and nothing quotes the password."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:pa/SECRET-PROXY-PW@127.0.0.1:3128")
+    c = CESClient(PROJECT, endpoint="https://127.0.0.1:9", ak="AK", sk="SK", timeout=2)
+    assert c._fast is None
+    with pytest.raises(CESTransportError) as e:
+        c.report_events([item()])
+    assert "SECRET-PROXY-PW" not in str(e.value) and "pa/" not in str(e.value)
+    CESHandler(project_id=PROJECT, endpoint="https://127.0.0.1:9", ak="AK", sk="SK").close()
+
+
+def test_keep_alive_holds_in_a_process_with_many_descriptors(emu: Emulator) -> None:
+    """Over 1,024 open descriptors (a busy server's process): the pooled connection is still checked and
+    reused (``select`` cannot take such a descriptor; the check must not take that for a dropped connection)."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1400:
+        if hard != resource.RLIM_INFINITY and hard < 1400:
+            pytest.skip("the descriptor limit is below 1,400 here")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1400, hard))
+    pipes = [os.pipe() for _ in range(560)]
+    try:
+        c = CESClient(PROJECT, endpoint=emu.url, timeout=5)
+        c.report_events([item()])
+        assert c._fast is not None and len(c._fast._idle) == 1
+        sock = c._fast._idle[0]
+        assert sock.fileno() > 1024
+        for i in range(4):
+            c.report_events([item(f"n{i}")])
+            assert c._fast._idle == [sock]  # the same connection every time
+        assert emu.count() == 5
+    finally:
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+class OddServer:
+    """Answers each request on a connection with the next of ``answers`` (raw bytes, written in ``pieces``
+    of that size with a short pause between them), then keeps the connection open unless told to close."""
+
+    def __init__(self, answers: list[bytes], pieces: int = 0, close_after: bool = False) -> None:
+        self.answers = list(answers)
+        self.pieces = pieces
+        self.close_after = close_after
+        self.connections = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c: socket.socket) -> None:
+        with c:
+            c.settimeout(5)
+            buf = b""
+            while self.answers and not self._stop.is_set():
+                while b"\r\n\r\n" not in buf:
+                    data = c.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                lengths = [ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")]
+                n = int(lengths[0])
+                while len(buf) < n:
+                    buf += c.recv(65536)
+                buf = buf[n:]
+                answer = self.answers.pop(0)
+                step = self.pieces or len(answer)
+                for i in range(0, len(answer), step):
+                    c.sendall(answer[i : i + step])
+                    if self.pieces:
+                        time.sleep(0.001)
+                if self.close_after:
+                    return
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+
+
+IDS = b'[{"event_id":"ev1","event_name":"testEvent"}]'
+
+
+def chunked(body: bytes) -> bytes:
+    return b"%x;ext=1\r\n%s\r\n0\r\nX-Trailer: t\r\n\r\n" % (len(body), body)
+
+
+ODD = {
+    "chunked, extensions, trailers, in 3-byte writes": (
+        [b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(IDS)] * 2, 3, False, 1
+    ),
+    "100 Continue before the answer": (
+        [b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: %d\r\n\r\n%s" % (len(IDS), IDS)] * 2,
+        0, False, 1,
+    ),
+    "HTTP/1.0, the body to the end": ([b"HTTP/1.0 201 Created\r\n\r\n" + IDS] * 2, 0, True, 2),
+    "bare LF line ends": ([b"HTTP/1.1 201 Created\nContent-Length: %d\n\n%s" % (len(IDS), IDS)] * 2, 0, False, 1),
+}
+
+
+@pytest.mark.parametrize("case", list(ODD))
+def test_odd_but_legal_answers_are_read(case: str) -> None:
+    answers, pieces, close_after, connections = ODD[case]
+    srv = OddServer(answers, pieces, close_after)
+    try:
+        c = CESClient(PROJECT, endpoint=srv.url, timeout=5)
+        for _ in range(2):
+            assert c.report_events([item()])[0].event_id == "ev1"
+        assert srv.connections == connections  # kept alive where the answer allows it, not otherwise
+    finally:
+        srv.close()
+
+
+def test_a_folded_retry_after_is_read() -> None:
+    """Obsolete line folding (RFC 9112 section 5.2): the continuation is part of the header's value."""
+    body = b'{"error_code": "ces.0503", "error_msg": "busy"}'
+    srv = OddServer([b"HTTP/1.1 503 Busy\r\nRetry-After:\r\n 7\r\nX-Request-Id: abc\r\n\tdef\r\nContent-Length: %d"
+                     b"\r\n\r\n%s" % (len(body), body)])  # fmt: skip
+    try:
+        c = CESClient(PROJECT, endpoint=srv.url, timeout=5)
+        from ces_logging.errors import CESServerError
+
+        with pytest.raises(CESServerError) as e:
+            c.report_events([item()])
+        assert e.value.retry_after == 7.0 and e.value.request_id == "abc def"
+    finally:
+        srv.close()

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -160,7 +162,9 @@ class Trickler:
     """A server on 127.0.0.1 that reads a request's head, then sends a valid answer one byte every
     ``interval`` seconds (a metadata service, IAM or CES gone wrong, or hostile)."""
 
-    def __init__(self, status: str, body: bytes, headers: str = "", interval: float = 0.25) -> None:
+    def __init__(
+        self, status: str, body: bytes, headers: str = "", interval: float = 0.25, tls: tuple[Path, Path] | None = None
+    ) -> None:
         self.answer = (
             f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n{headers}\r\n"
         ).encode() + body
@@ -168,7 +172,11 @@ class Trickler:
         self.stop = threading.Event()
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.sock.settimeout(0.1)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.tls: ssl.SSLContext | None = None
+        if tls is not None:  # (key, certificate): the handshake is quick, the answer trickles
+            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.tls.load_cert_chain(str(tls[1]), str(tls[0]))
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.sock.getsockname()[1]}"
         self.threads: list[threading.Thread] = [threading.Thread(target=self._accept, daemon=True)]
         self.threads[0].start()
 
@@ -190,6 +198,8 @@ class Trickler:
             conn.settimeout(5)
             head = b""
             try:
+                if self.tls is not None:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
                 while b"\r\n\r\n" not in head and len(head) < 65536:
                     data = conn.recv(65536)
                     if not data:
@@ -265,6 +275,23 @@ def test_iam_provider_has_a_total_deadline(trickle: type[Trickler]) -> None:
     took, err = timed(prov.token)
     assert isinstance(err, CESTransportError) and took < 4.0
     assert "SECRET-PASSWORD-xyz" not in str(err)
+
+
+@pytest.mark.parametrize("call", ["post", "get"])
+def test_a_new_tls_connection_has_the_total_deadline_too(
+    trickle: type[Trickler], tls_files: tuple[Path, Path], call: str
+) -> None:
+    """Over TLS the socket that is read is the wrapped one, not the raw socket the handshake began on (whose
+    descriptor wrapping gives away): both transports (the POST's own, requests' for the GET) put it under the
+    deadline, so a server trickling its answer over a fresh TLS connection is cut at the timeout too."""
+    body = b'[{"event_id": "ev1", "event_name": "x"}]' if call == "post" else b'{"event_info": [], "meta_data": {}}'
+    srv = trickle("201 Created" if call == "post" else "200 OK", body + b" " * 100, tls=tls_files)
+    assert srv.seconds_to_answer() > 30
+    c = CESClient(PROJECT, endpoint=srv.url, timeout=1.0, verify=str(tls_files[1]))
+    fn = (lambda: c.report_events([item()])) if call == "post" else (lambda: c.event_detail("x"))
+    took, err = timed(fn)
+    assert isinstance(err, CESTransportError) and "total deadline" in str(err)
+    assert took < 4.0
 
 
 @pytest.mark.parametrize("call", ["post", "get"])
