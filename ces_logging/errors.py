@@ -177,6 +177,8 @@ def transport_error_text(exc: BaseException, headers: Any = None, limit: int = 3
     text = _USERINFO.sub("***@", text)
     if len(text) > limit:
         text = text[:limit] + "..."
+    if isinstance(exc, TransportFailure):
+        return text or name  # its text already names the failure (Timeout, SSLError, ConnectionError)
     return f"{name}: {text}" if text else name
 
 

@@ -356,11 +356,12 @@ def describe(e: BaseException) -> str:
     name = type(e).__name__
     if isinstance(e, ValueError) and not isinstance(e, ssl.SSLError):
         return name
-    if type(e).__name__ == "Timeout" or isinstance(e, TimeoutError | socket.timeout):
+    if name == "Timeout" or isinstance(e, TimeoutError | socket.timeout):
         kind = "Timeout"
     elif isinstance(e, ssl.SSLError | ssl.CertificateError):
         kind = "SSLError"
     else:
         kind = "ConnectionError"
+    what = kind if name == kind else f"{kind}: {name}"  # "Timeout", not "Timeout: Timeout"
     text = str(e)[:300]
-    return f"{kind}: {name}: {text}" if text else f"{kind}: {name}"
+    return f"{what}: {text}" if text else what
