@@ -137,28 +137,35 @@ class Spool:
             self._seq += 1
             who = owner or self.owner
             name = f"{int(time.time() * 1000):013d}-{self._seq:06d}-{who}-{len(items)}{SUFFIX}"
-        evicted = self._make_room(len(data))
         tmp = self.dir / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.dir / name)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        with self._lock:  # room and write together: two threads must not both take the same room
+            evicted = self._make_room(len(data))
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.dir / name)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
         return evicted
 
-    def _make_room(self, incoming: int) -> list[SpoolFile]:
-        files = self.files(include_leased=False)
+    def _make_room(self, incoming: int, before: str | None = None) -> list[SpoolFile]:
+        """Remove the oldest files until what is on disk plus ``incoming`` fits the cap (only those older than
+        the file named ``before``, when given). Leased files count (a failed send brings them back) but are
+        not removed (they are being sent): while one is out, a write may go over the cap by it, and its
+        ``release`` restores the cap."""
+        files = self.files(include_leased=True)
         total = sum(f.size for f in files)
         evicted = []
         for f in files:  # oldest first
-            if total + incoming <= self.max_bytes:
+            if total + incoming <= self.max_bytes or (before is not None and f.path.name >= before):
                 break
+            if LEASE in f.path.name:
+                continue
             with contextlib.suppress(FileNotFoundError):  # another process may have taken it
                 f.path.unlink()
                 evicted.append(f)
@@ -255,11 +262,20 @@ class Spool:
         with contextlib.suppress(FileNotFoundError):
             f.path.unlink()
 
-    def release(self, f: SpoolFile) -> None:
-        """Give a leased batch back (its send failed; it waits for the next try)."""
+    def release(self, f: SpoolFile) -> list[SpoolFile]:
+        """Give a leased batch back (its send failed; it waits for the next try), within the cap: files older
+        than it go first to make room, and if it still does not fit (newer batches were written while it was
+        out), it goes itself, the oldest left. Returns what went (the caller counts it), ``f`` included."""
         base = f.path.name.split(LEASE, 1)[0]
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(f.path, f.path.with_name(base))
+        with self._lock:
+            evicted = self._make_room(0, before=base)
+            total = sum(g.size for g in self.files(include_leased=True))
+            if total > self.max_bytes:
+                self.done(f)
+                return [*evicted, f]
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(f.path, f.path.with_name(base))
+        return evicted
 
 
 def reset_after_fork() -> None:

@@ -728,13 +728,18 @@ class Worker:
         evicted = self._spool_call(spool.write, batch, ledger.owner)
         if evicted is None:
             return False
-        for f in evicted:
-            kind = "own" if f.owner == spool.owner else "recovered"
-            Ledger(self.stats, kind, f.owner).dropped("spool_full", f.count)
-            self._say("spool_full", f"spool over its size cap: {f.count} event(s) of the oldest batch dropped")
+        self._count_evicted(evicted)
         ledger.spooled(len(batch))
         self._spool_backlog = True
         return True
+
+    def _count_evicted(self, evicted: list[SpoolFile]) -> None:
+        """Spool files the size cap pushed out: their items are dropped as ``spool_full``, said once a minute."""
+        spool = self.spool
+        for f in evicted:
+            kind = "own" if spool is not None and f.owner == spool.owner else "recovered"
+            Ledger(self.stats, kind, f.owner).dropped("spool_full", f.count)
+            self._say("spool_full", f"spool over its size cap: {f.count} event(s) of the oldest batch dropped")
 
     def _park(self, batch: list[Event], ledger: Ledger, leased: SpoolFile | None, reason: str | None) -> bool:
         """Put a batch that cannot be sent now somewhere safe: back to its spool file, or into the spool.
@@ -743,7 +748,10 @@ class Worker:
             self._spool_done(leased)
             return True
         if leased is not None and self.spool is not None:
-            if len(batch) == leased.count and self._spool_call(self.spool.release, leased) is not False:
+            if len(batch) == leased.count:
+                # The cap may take it, or older files, on its way back. A disk error leaves it leased: the
+                # lease is taken back as stale later (as before).
+                self._count_evicted(self._spool_call(self.spool.release, leased) or [])
                 self._spool_backlog = True
                 return True
             self._spool_done(leased)  # part of it went (too old): write what is left as a new file
