@@ -629,9 +629,9 @@ class Worker:
                     slot = False
                     auth_failures += 1
                     if auth_failures >= AUTH_ATTEMPTS or e.status == 403:
+                        self._spool_done(leased)
                         ledger.dropped("auth", len(batch))
                         self._say("auth", f"credentials refused, {len(batch)} event(s) dropped: {e}")
-                        self._spool_done(leased)
                         return
                     self.stats.add_retry()
                     delay = backoff_delay(auth_failures)
@@ -670,8 +670,9 @@ class Worker:
                 else:
                     self.throttle.release(True)
                     slot = False
-                    ledger.sent(len(batch))
+                    # The file goes before the count: a flush that sees the batch sent finds its file gone.
                     self._spool_done(leased)
+                    ledger.sent(len(batch))
                     if self._outage:
                         self._outage = False
                         self._next_probe = 0.0
