@@ -76,19 +76,24 @@ def canonical_request(
     body: bytes,
 ) -> str:
     """``headers`` maps lower-case names to values; ``query`` is the raw query string."""
-    canonical_headers = "".join(f"{name}:{headers[name].strip()}\n" for name in signed)
-    body_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_BODY_SHA256
-    pairs = parse_qsl(query, keep_blank_values=True)
-    return "\n".join(
-        [
-            method.upper(),
-            canonical_uri(path),
-            canonical_query(pairs),
-            canonical_headers,
-            ";".join(signed),
-            body_hash,
-        ]
-    )
+    return canonical_start(method, path, query) + canonical_headers(headers, signed) + body_sha256(body)
+
+
+def canonical_start(method: str, path: str, query: str) -> str:
+    """The canonical request's first three lines, each with its line end: method, URI and query (a signer
+    that sends to one URL keeps this)."""
+    return f"{method.upper()}\n{canonical_uri(path)}\n{canonical_query(parse_qsl(query, keep_blank_values=True))}\n"
+
+
+def canonical_headers(headers: Mapping[str, str], signed: list[str]) -> str:
+    """The signed headers' lines (``name:value``, stripped), an empty line, and their names; each line
+    with its line end. The body's hash comes after."""
+    lines = "".join(f"{name}:{headers[name].strip()}\n" for name in signed)
+    return f"{lines}\n{';'.join(signed)}\n"
+
+
+def body_sha256(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest() if body else EMPTY_BODY_SHA256
 
 
 def signature(sk: str, sdk_date: str, canonical: str) -> str:
@@ -117,7 +122,18 @@ def parse_authorization(value: str) -> tuple[str, list[str], str] | None:
 
 
 def format_sdk_date(t: float | None = None) -> str:
-    return datetime.fromtimestamp(time.time() if t is None else t, timezone.utc).strftime(DATE_FORMAT)
+    if t is None:
+        now = int(time.time())
+        cached = _date_cache
+        if cached[0] == now:
+            return cached[1]
+        text = datetime.fromtimestamp(now, timezone.utc).strftime(DATE_FORMAT)
+        globals()["_date_cache"] = (now, text)  # one tuple, swapped whole: safe without a lock
+        return text
+    return datetime.fromtimestamp(t, timezone.utc).strftime(DATE_FORMAT)
+
+
+_date_cache: tuple[int, str] = (-1, "")  # the current second's X-Sdk-Date (signing is per request, dates per second)
 
 
 def parse_sdk_date(value: str) -> float:
@@ -308,6 +324,7 @@ class AKSKAuth(AuthBase):
         self.provider = provider
         self.project_id = project_id
         self._checked: Credentials | None = None  # the last credentials found header-safe
+        self._starts: dict[tuple[str, str, str], str] = {}  # canonical_start per (method, path, query)
 
     def __repr__(self) -> str:
         return f"AKSKAuth(provider={self.provider!r}, project_id={self.project_id!r})"
@@ -316,26 +333,44 @@ class AKSKAuth(AuthBase):
         self.provider.invalidate()
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        parts = urlsplit(r.url or "")
+        body = r.body if isinstance(r.body, bytes) else (r.body or "").encode()
+        r.headers.update(self.headers_for(r.method or "GET", parts.netloc, parts.path, parts.query, r.headers, body))
+        return r
+
+    def headers_for(
+        self, method: str, netloc: str, path: str, query: str, headers: Mapping[str, str], body: bytes
+    ) -> dict[str, str]:
+        """The headers signing adds to a request whose own ``headers`` are given (``Content-Type`` is signed
+        when there): ``X-Sdk-Date``, ``Host``, ``X-Project-Id``, ``X-Security-Token`` and ``Authorization``.
+        ``__call__`` and the client's hot POST both sign through here; the URL's part of the canonical request
+        is kept per URL (the worker signs the same one every time)."""
         creds = self.provider.credentials()
         if creds is not self._checked:  # a provider's (or a caller's own) keys: checked once per object
             if not (_header_safe(creds.ak) and _header_safe(creds.sk) and _header_safe(creds.security_token)):
                 raise CESAuthError("the credentials hold characters a header cannot carry (white space?)")
             self._checked = creds
-        parts = urlsplit(r.url or "")
-        r.headers["X-Sdk-Date"] = format_sdk_date()
-        r.headers["Host"] = parts.netloc
+        date = format_sdk_date()
+        added = {"X-Sdk-Date": date, "Host": netloc}
+        present = {"host": netloc, "x-sdk-date": date}
         if self.project_id:
-            r.headers["X-Project-Id"] = self.project_id
+            added["X-Project-Id"] = present["x-project-id"] = self.project_id
         if creds.security_token:
-            r.headers["X-Security-Token"] = creds.security_token
-        sign_headers = ["Host", "X-Sdk-Date", "X-Project-Id", "X-Security-Token", "Content-Type"]
-        present = {h.lower(): str(r.headers[h]) for h in sign_headers if h in r.headers}
+            added["X-Security-Token"] = present["x-security-token"] = creds.security_token
+        content_type = headers.get("Content-Type")
+        if content_type is not None:
+            present["content-type"] = str(content_type)
         signed = signed_header_names(present)
-        body = r.body if isinstance(r.body, bytes) else (r.body or "").encode()
-        canonical = canonical_request(r.method or "GET", parts.path, parts.query, present, signed, body)
-        sig = signature(creds.sk, r.headers["X-Sdk-Date"], canonical)
-        r.headers["Authorization"] = authorization_header(creds.ak, signed, sig)
-        return r
+        key = (method, path, query)
+        start = self._starts.get(key)
+        if start is None:
+            start = canonical_start(method, path, query)
+            if len(self._starts) < 64:
+                self._starts[key] = start
+        canonical = start + canonical_headers(present, signed) + body_sha256(body)
+        sig = signature(creds.sk, date, canonical)
+        added["Authorization"] = authorization_header(creds.ak, signed, sig)
+        return added
 
 
 # --- tokens ------------------------------------------------------------------------------------------------
@@ -366,14 +401,18 @@ class TokenAuth(AuthBase):
             self.provider.invalidate()
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.headers.update(self.headers_for())
+        return r
+
+    def headers_for(self, *_: object) -> dict[str, str]:
+        """The header this scheme adds (``AKSKAuth.headers_for``'s form; a token does not depend on the
+        request)."""
         if self.provider is None:
-            r.headers["X-Auth-Token"] = str(self._token)
-            return r
+            return {"X-Auth-Token": str(self._token)}
         tok = self.provider.token()
         if not _header_safe(tok):
             raise CESAuthError("the token provider gave a token with characters a header cannot carry")
-        r.headers["X-Auth-Token"] = tok
-        return r
+        return {"X-Auth-Token": tok}
 
 
 class IAMPasswordTokenProvider(RefreshingProvider):

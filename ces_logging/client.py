@@ -16,12 +16,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlsplit
 
 import requests
 from requests.auth import AuthBase
-from requests.structures import CaseInsensitiveDict
 
 from .auth import AKSKAuth, TokenAuth, TokenProvider, encode_query
 from .config import is_loopback, resolve_endpoint, resolve_project_id
@@ -133,6 +132,7 @@ class CESClient:
         self._base = f"{self.endpoint}/V1.0/{quote(self.project_id, safe='')}"
         self._events_url = f"{self._base}/events"
         self._events_path = urlsplit(self._events_url).path
+        self._events_netloc = urlsplit(self._events_url).netloc
         fast = FastPost(self.endpoint, self._verify, self._proxies)
         own_auth = self.auth is None or type(self.auth) in (AKSKAuth, TokenAuth)
         self._fast: FastPost | None = fast if fast.usable and own_auth and self._own_session else None
@@ -243,23 +243,20 @@ class CESClient:
         """The hot POST over ``transport.FastPost``, with ``request``'s rules: 2xx answered, a 401 with a
         refreshable auth refreshed and sent once more, any other failure a ``CESError``."""
         assert self._fast is not None
+        auth = cast("AKSKAuth | TokenAuth | None", self.auth)  # the hot path is ours only with these (__init__)
         for attempt in (1, 2):
-            req = requests.PreparedRequest()  # what the signers read: method, url, headers, body
-            req.method, req.url, req.body = "POST", self._events_url, body
-            req.headers = CaseInsensitiveDict(
-                {"User-Agent": USER_AGENT, "Accept": "application/json", "Content-Type": _JSON_TYPE}
-            )
-            if self.auth is not None:
-                self.auth(req)  # a signer of ours (see __init__): it raises CESError, nothing else
+            headers = {"User-Agent": USER_AGENT, "Accept": "application/json", "Content-Type": _JSON_TYPE}
+            if auth is not None:  # a signer of ours (see __init__): it raises CESError, nothing else
+                headers.update(auth.headers_for("POST", self._events_netloc, self._events_path, "", headers, body))
             try:
-                status, content, headers = self._fast.post(self._events_path, req.headers, body, timeout)
+                status, content, answer = self._fast.post(self._events_path, headers, body, timeout)
             except TransportFailure as e:
-                text = transport_error_text(e, req.headers, limit=400)
+                text = transport_error_text(e, headers, limit=400)
                 raise CESTransportError(f"POST {self._events_url} failed: {text}") from None
             if status == 401 and attempt == 1 and self._refresh_auth():
                 continue
             if status >= 400:
-                raise CESError.from_response(status, content, headers)
+                raise CESError.from_response(status, content, answer)
             return status, content
         raise AssertionError("unreachable")  # pragma: no cover
 
