@@ -98,37 +98,50 @@ Item = tuple[float, int, str, str, Any, bool, Any]
 
 
 
-class Event(dict[str, Any]):
-    """An event as the API takes it (a dict), carrying its own JSON text (``raw``, exactly what
-    ``json.dumps(event, ensure_ascii=False, separators=(",", ":"))`` gives) when the builder's batch path made
-    it: a request body is then the texts joined, not a walk over every event's dicts. Never changed after it is
-    built (a retry and the spool send the very same event)."""
+class Event:
+    """A built event as the request body carries it: its compact JSON text (``raw``, exactly what
+    ``json.dumps(event, ensure_ascii=False, separators=(",", ":"))`` gives for its dict) and its time (what the
+    worker checks against the service's window before each attempt). The batch path makes no dict per event,
+    and a request body (or a spool file) is the texts joined. Never changed after it is built: a retry and the
+    spool send the very same event. ``as_dict`` gives the fields, for whoever needs them (tests)."""
 
-    __slots__ = ("raw",)
-    raw: str
+    __slots__ = ("raw", "time")
+
+    def __init__(self, raw: str, time: int) -> None:
+        self.raw = raw
+        self.time = time
+
+    def __repr__(self) -> str:
+        return f"Event({self.raw})"
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = json.loads(self.raw)
+        return out
 
 
 def _dumps(obj: object) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
-def encode_batch(batch: Iterable[Mapping[str, Any]]) -> bytes:
-    """The request body for a batch: a JSON array, compact, UTF-8 (each ``Event``'s own text where it has one)."""
+def encode_batch(batch: Iterable[Event | Mapping[str, Any]]) -> bytes:
+    """The request body for a batch (and a spool file's text): a JSON array, compact, UTF-8; an ``Event``'s own
+    text, a mapping (read back from the spool) dumped."""
     parts = []
     for e in batch:  # a loop, not a generator: the benchmark's CPU split tells encoding by this function's name
         parts.append(e.raw if type(e) is Event else _dumps(e))
     return ("[" + ",".join(parts) + "]").encode("utf-8")
 
 
+def event_time(e: Event | Mapping[str, Any]) -> int:
+    """A built event's time (ms), whichever form it has."""
+    return e.time if type(e) is Event else int(e["time"])  # type: ignore[index]
+
+
 class _Plain(NamedTuple):
     """What every plain event of one (logger, level) shares, for the batch path: the same-event key without
-    the time, the detail's fields before and after the content, and the JSON text around the time and the
-    content."""
+    the time, and the JSON text around the time and the content."""
 
     key: tuple[str, ...]
-    name: str
-    head: dict[str, Any]
-    tail: dict[str, Any]
     before_time: str
     before_content: str
     after_content: str
@@ -532,7 +545,6 @@ class EventBuilder:
         events: list[Event] = []
         reasons: dict[str, int] = {}
         times = TIMES if self.process_identity else TIMES_PLAIN
-        source = self.event_source
         plain = self._plain
         gen = -1
         last: tuple[str, int, _Plain] | None = None  # the previous item's parts: a batch is mostly one logger
@@ -560,13 +572,8 @@ class EventBuilder:
                     if t is not None:
                         if not text.isascii():
                             text = safe_text(text)
-                        detail = dict(p.head)
-                        detail["content"] = text
-                        if p.tail:
-                            detail.update(p.tail)
-                        ev = Event(event_name=p.name, event_source=source, time=t, detail=detail)
-                        ev.raw = f"{p.before_time}{t}{p.before_content}{encode_basestring(text)}{p.after_content}"
-                        events.append(ev)
+                        raw = f"{p.before_time}{t}{p.before_content}{encode_basestring(text)}{p.after_content}"
+                        events.append(Event(raw, t))
                         continue
                 lock.release()  # the one-item path takes it itself
                 try:
@@ -576,9 +583,7 @@ class EventBuilder:
                 if isinstance(built, str):
                     reasons[built] = reasons.get(built, 0) + 1
                 else:
-                    ev = Event(built)
-                    ev.raw = _dumps(built)
-                    events.append(ev)
+                    events.append(Event(_dumps(built), built["time"]))
         return events, reasons
 
     def _resource_name(self) -> str:
@@ -599,9 +604,6 @@ class EventBuilder:
         tail_json = _dumps(tail)[1:-1]
         p = _Plain(
             key=key,
-            name=name,
-            head=head,
-            tail=tail,
             before_time=f'{{"event_name":{_dumps(name)},"event_source":{_dumps(self.event_source)},"time":',
             before_content=f',"detail":{head_json},"content":',
             after_content=("," + tail_json if tail_json else "") + "}}",

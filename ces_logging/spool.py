@@ -129,14 +129,14 @@ class Spool:
 
     # --- writing -----------------------------------------------------------------------------------------
 
-    def write(self, items: list[dict[str, Any]], owner: str | None = None) -> list[SpoolFile]:
-        """Store a batch (as ``owner``'s, by default this instance's); returns the files the size cap pushed
-        out to make room (their items are lost)."""
-        data = json.dumps(items, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    def write(self, data: bytes, count: int, owner: str | None = None) -> list[SpoolFile]:
+        """Store a batch of ``count`` events, ``data`` being the JSON array a request would carry
+        (``mapping.encode_batch``), as ``owner``'s, by default this instance's; returns the files the size cap
+        pushed out to make room (their items are lost)."""
         with self._lock:
             self._seq += 1
             who = owner or self.owner
-            name = f"{int(time.time() * 1000):013d}-{self._seq:06d}-{who}-{len(items)}{SUFFIX}"
+            name = f"{int(time.time() * 1000):013d}-{self._seq:06d}-{who}-{count}{SUFFIX}"
         tmp = self.dir / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
         with self._lock:  # room and write together: two threads must not both take the same room
             evicted = self._make_room(len(data))

@@ -32,7 +32,7 @@ from .buffer import RecordBuffer, Wakeup
 from .client import CESClient
 from .errors import CESAuthError, CESError, CESValidationError
 from .events import now_ms, sendable
-from .mapping import encode_batch
+from .mapping import encode_batch, event_time
 from .spool import Spool, SpoolFile
 from .storm import StormControl
 from .throttle import Throttle
@@ -49,7 +49,7 @@ SPOOL_RETRY_S: Final = 5.0  # after a disk error (full, read-only), the spool is
 
 _WORKER_IDS = itertools.count(1)
 
-Event = dict[str, Any]
+Event = Any  # a built event: ``mapping.Event`` (its JSON text and time), or a spooled event's dict
 
 
 class Builder(Protocol):
@@ -616,10 +616,10 @@ class Worker:
         self._senders = [s for s in self._senders if s[1] is not inbox]
 
     def _drop_too_old(self, batch: list[Event], ledger: Ledger) -> list[Event]:
-        times = [e["time"] for e in batch]
+        times = [event_time(e) for e in batch]
         if not times or (sendable(min(times)) and sendable(max(times))):  # the window is an interval
             return batch
-        fresh = [e for e in batch if sendable(e["time"])]
+        fresh = [e for e, t in zip(batch, times, strict=True) if sendable(t)]
         if len(fresh) < len(batch):
             ledger.dropped("too_old", len(batch) - len(fresh))
             self._say("too_old", f"{len(batch) - len(fresh)} event(s) dropped: older than the service accepts (1 h)")
@@ -775,7 +775,7 @@ class Worker:
         spool = self.spool
         if spool is None or not ledger.spoolable or not self._spool_usable():
             return False
-        evicted = self._spool_call(spool.write, batch, ledger.owner)
+        evicted = self._spool_call(spool.write, encode_batch(batch), len(batch), ledger.owner)
         if evicted is None:
             return False
         self._count_evicted(evicted)

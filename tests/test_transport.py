@@ -90,9 +90,10 @@ def test_batch_path_equals_one_item_path(kw: dict[str, Any]) -> None:
             mp.setattr(mapping, k, TimeAssigner(on_full=identity.renew))
         expected = [one(i, now) for i in items]
     assert reasons == {}
-    assert [dict(e) for e in events] == expected
-    for e in events:
-        assert e.raw == json.dumps(e, **COMPACT)  # type: ignore[arg-type]
+    assert [e.as_dict() for e in events] == expected
+    for e, want in zip(events, expected, strict=True):
+        assert e.raw == json.dumps(want, **COMPACT)  # the very text json.dumps gives for the event
+        assert e.time == want["time"]
     assert json.loads(encode_batch(events)) == expected
     assert fast.sanitised == one.sanitised == 1  # the unknown level
 
@@ -103,7 +104,7 @@ def test_any_text_encodes_as_json_does(text: str) -> None:
     b = builder(dimensions={"k": "v"})
     events, _ = b.build_batch([b.prepare(record(text.replace("%", "%%")), None)], now_ms())
     (e,) = events
-    assert e.raw == json.dumps(e, **COMPACT)  # type: ignore[arg-type]
+    assert e.raw == json.dumps(e.as_dict(), **COMPACT)
     json.loads(e.raw.encode("utf-8"))  # valid UTF-8 JSON: no lone surrogate got through
 
 
@@ -125,9 +126,10 @@ def test_identity_renewed_in_the_middle_of_a_batch_never_repeats_a_time(monkeypa
     events, reasons = b.build_batch([b.prepare(r, None) for r in records], now_ms())
     assert reasons == {} and len(events) == n
     assert identity.generation > gen  # the table was full: a new token
-    pairs = {(event_key(e), e["time"]) for e in events}
+    dicts = [e.as_dict() for e in events]
+    pairs = {(event_key(e), e["time"]) for e in dicts}
     assert len(pairs) == n
-    assert len({e["detail"]["resource_name"] for e in events}) >= 2
+    assert len({e["detail"]["resource_name"] for e in dicts}) >= 2
 
 
 # --- the transport -------------------------------------------------------------------------------------------

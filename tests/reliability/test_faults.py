@@ -204,16 +204,17 @@ def test_a_leased_batch_comes_back_within_the_spool_cap(tmp_path: Path) -> None:
     """The race behind the cap's overshoot, made deterministic: batch A is out for a retry, B is written
     meanwhile (A still counts: nothing older to remove, so the disk goes over by A), A's send fails and it
     comes back: it is the oldest and does not fit, so it goes, and says so."""
+    from ces_logging.mapping import encode_batch
     from ces_logging.spool import Spool
 
     sp = Spool(tmp_path / "s", max_bytes=6000)
-    batch = [item(f"e{i}", detail_pad="x" * 200) for i in range(10)]
-    assert sp.write(batch) == []
+    batch = encode_batch([item(f"e{i}", detail_pad="x" * 200) for i in range(10)])
+    assert sp.write(batch, 10) == []
     claimed = sp.claim()
     assert claimed is not None
     leased, items, problem = claimed
     assert problem is None and len(items) == 10
-    assert sp.write(batch) == []  # nothing it may remove: A is being sent
+    assert sp.write(batch, 10) == []  # nothing it may remove: A is being sent
     size = leased.size
     assert 2 * size > 6000 >= size
     evicted = sp.release(leased)
