@@ -12,11 +12,14 @@ More requests in flight pay only while the round trip is the network's: when the
 bottleneck, a second request waits behind the first, delivers nothing sooner, and costs the app's process CPU
 (threads handing the GIL and the cores back and forth: on loopback, 2 in flight instead of 1 made the worker's
 CPU per event 40 % higher for the same throughput). So, as TCP Vegas does with its window, the throttle
-compares each round trip with the floor seen lately (the least of the last two windows of ``RTT_WINDOW``): a
-request that started with ``c`` in flight and took longer than ``floor * (1 + QUEUE_SLACK * (c - 1))`` was
-queued behind the others. ``QUEUED_IN_A_ROW`` such answers in a row take the limit down to ``c - 1``, and it does
-not grow again for ``PROBE_AFTER`` requests; then one more in flight is tried again (the service may have been
-busy only for a while). A far region passes the test easily: its round trip is mostly the link's, and ``c``
+compares each round trip with the floor seen lately (the least round trip of the last two windows of
+``RTT_WINDOW`` answers; it starts with one request in flight, so the first answers come alone). What a request
+that started with ``c`` in flight took beyond the floor, per request beyond the first, in floors, is averaged
+(an EWMA of 1/4): where the service serves one request after the other it is near 1 (each waits for the others),
+over a far link near 0 (the wait is the link's, the same for all). Once ``MIN_SAMPLES`` answers made the
+average and it is over ``QUEUE_SLACK``, the limit comes down to ``c - 1``, and it does not grow again for
+``PROBE_AFTER`` requests; then one more in flight is tried again (the service may have been busy only for a
+while). A far region passes easily: its round trip is mostly the link's, and ``c``
 requests cost little more than one.
 """
 
@@ -27,11 +30,11 @@ import threading
 import time
 from typing import Final
 
-START_LIMIT: Final = 2
+START_LIMIT: Final = 1  # the first answers come alone: they give the round trip's floor
 DEFAULT_MAX_IN_FLIGHT: Final = 4
 RTT_WINDOW: Final = 32  # successes a window of the round-trip floor spans (the floor is the least of two)
-QUEUE_SLACK: Final = 0.5  # of the floor, per request beyond the first, that a round trip may grow by
-QUEUED_IN_A_ROW: Final = 4  # answers in a row that say "queued" before a request in flight is given up
+QUEUE_SLACK: Final = 0.25  # of the floor, per request beyond the first, that round trips may grow by on average
+MIN_SAMPLES: Final = 4  # answers with others in flight before their average may take one request away
 PROBE_AFTER: Final = 64  # requests before one more in flight is tried again, after that
 
 
@@ -42,12 +45,15 @@ class Throttle:
         self.in_use = 0
         self.not_before = 0.0  # monotonic: nobody sends before this (a shared back-off, Retry-After)
         self.requests = 0  # requests started, for tests and benchmarks
+        self.concurrent = 0  # of those, started while another was in flight
+        self.raised = 0  # times the limit grew (the service answered well)
         self._ok = 0
         self._cond = threading.Condition(threading.Lock())
         self._window_min = math.inf  # the least round trip of this window, and of the one before it
         self._previous_min = math.inf
         self._window_n = 0
-        self._queued = 0  # answers in a row that were queued behind the others in flight
+        self._excess = 0.0  # the average (EWMA, 1/4) of what each request beyond the first added, in floors
+        self._samples = 0  # answers in that average since the limit last came down
         self._hold_until = 0  # ``requests`` before which the limit does not grow (more in flight did not pay)
 
     def __repr__(self) -> str:
@@ -65,6 +71,8 @@ class Throttle:
                 if now >= self.not_before and self.in_use < self.limit:
                     self.in_use += 1
                     self.requests += 1
+                    if self.in_use > 1:
+                        self.concurrent += 1
                     return self.in_use
                 wait = 0.25
                 if self.not_before > now:
@@ -85,6 +93,7 @@ class Throttle:
                 self._ok += 1
                 if self._ok >= self.limit and self.limit < self.max and self.requests >= self._hold_until:
                     self.limit += 1
+                    self.raised += 1
                     self._ok = 0
             else:
                 self._ok = 0
@@ -100,15 +109,14 @@ class Throttle:
         if self._window_n >= RTT_WINDOW:
             self._previous_min, self._window_min, self._window_n = self._window_min, math.inf, 0
         if in_flight < 2:
-            return  # alone, it says nothing about the others; it only lowers the floor
+            return  # alone, it only tells the floor
         floor = min(self._window_min, self._previous_min)
-        if rtt <= floor * (1 + QUEUE_SLACK * (in_flight - 1)):
-            self._queued = 0
-            return
-        self._queued += 1
-        if self._queued >= QUEUED_IN_A_ROW:
+        excess = (rtt / floor - 1) / (in_flight - 1) if floor > 0 else 0.0
+        self._excess = excess if self._samples == 0 else self._excess + (excess - self._excess) / 4
+        self._samples += 1
+        if self._samples >= MIN_SAMPLES and self._excess > QUEUE_SLACK:
             self.limit = max(1, min(self.limit, in_flight - 1))
-            self._queued = self._ok = 0
+            self._samples = self._ok = 0
             self._hold_until = self.requests + PROBE_AFTER
 
 

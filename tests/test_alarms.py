@@ -494,6 +494,7 @@ def test_five_handlers_slow_down_together_on_429_and_lose_nothing(emu: Emulator)
         served.append((time.monotonic() - start, emu.stats().get("faults_served", 0)))
         time.sleep(0.1)
     total = emu.stats().get("faults_served", 0)
+    raised = throttle.raised  # no answer went well during the throttle: the limit only came down
     # One request per pause, the pause being at least Retry-After; the first requests (the shared throttle's
     # limit) go out together before the first 429 comes back; one more of slack. Without the shared pause, 5
     # workers make about 5 x 8 / 2 = 20 (23 measured with a throttle per handler).
@@ -501,7 +502,9 @@ def test_five_handlers_slow_down_together_on_429_and_lose_nothing(emu: Emulator)
     assert 2 <= total <= bound, (total, served)
     for h in handlers:
         assert h.flush(timeout=60)
-    assert throttle.limit >= 2  # sped up again, for all of them, as the service recovered
+    # Sped up again, for all of them, as the service recovered (on loopback it may settle back at one in flight:
+    # more only queue at the emulator, see test_throttle.py).
+    assert throttle.raised > raised
     for k, h in enumerate(handlers):
         assert sorted(contents(emu, f"thr{k}")) == sorted(f"record {i}" for i in range(40))
         s = h.stats
