@@ -28,6 +28,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from . import notice
+
 
 class _Scope:
     """One exchange: its deadline and the sockets it uses."""
@@ -78,6 +80,7 @@ class _Watchdog:
             scope.socks.clear()  # the heap entry stays until its time; it holds no socket meanwhile
 
     def _run(self) -> None:
+        notice.keep_signals_off_this_thread()
         with self._cond:
             while True:
                 now = time.monotonic()

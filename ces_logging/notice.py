@@ -11,6 +11,8 @@ the client's own error text never carries a header value.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 import threading
 import time
@@ -55,3 +57,15 @@ def reset_after_fork() -> None:
     _lock = threading.Lock()
     _last.clear()
     _suppressed.clear()
+
+
+def keep_signals_off_this_thread() -> None:
+    """Block the process-directed signals that end a process (SIGTERM, SIGINT) on this thread, one of ours.
+
+    The kernel hands such a signal to any thread that does not block it. Python runs the handler in the main
+    thread only, at its next bytecode: when the signal lands on a thread of ours while the main thread sleeps
+    in C (``time.sleep``, a blocking read), nothing wakes the main thread and the process goes on as if nothing
+    had been sent (seen: a script asleep after ``kill -TERM``, the drain never run). Blocked here, it goes to a
+    thread that can act on it. Our threads never need them: the handlers run on the main thread anyway."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # no pthread_sigmask (Windows)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})

@@ -371,6 +371,7 @@ class Worker:
     # --- the batcher ---------------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        notice.keep_signals_off_this_thread()
         me = threading.get_ident()
         WORKER_THREADS.add(me)
         try:
@@ -581,6 +582,7 @@ class Worker:
     def _sender(self, inbox: Inbox) -> None:
         """Takes one job at a time from its inbox (a batch is handed to it only when it is idle), sends it, and
         ends after ``IDLE_SENDER_S`` without work, or at a stop."""
+        notice.keep_signals_off_this_thread()
         me = threading.get_ident()
         WORKER_THREADS.add(me)
         try:
