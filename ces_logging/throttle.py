@@ -98,6 +98,7 @@ class Throttle:
             else:
                 self._ok = 0
                 self.limit = max(1, self.limit // 2)
+                self._hold_until = self._samples = 0  # overload, not latency: grow again as it recovers
                 if pause > 0:
                     self.not_before = max(self.not_before, time.monotonic() + pause)
             self._cond.notify_all()
