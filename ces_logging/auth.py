@@ -121,19 +121,20 @@ def parse_authorization(value: str) -> tuple[str, list[str], str] | None:
         return None
 
 
+_date_cache: tuple[int, str] = (-1, "")  # the current second's X-Sdk-Date (signing is per request, dates per second)
+
+
 def format_sdk_date(t: float | None = None) -> str:
+    global _date_cache
     if t is None:
         now = int(time.time())
         cached = _date_cache
         if cached[0] == now:
             return cached[1]
         text = datetime.fromtimestamp(now, timezone.utc).strftime(DATE_FORMAT)
-        globals()["_date_cache"] = (now, text)  # one tuple, swapped whole: safe without a lock
+        _date_cache = (now, text)  # one tuple, swapped whole: safe without a lock
         return text
     return datetime.fromtimestamp(t, timezone.utc).strftime(DATE_FORMAT)
-
-
-_date_cache: tuple[int, str] = (-1, "")  # the current second's X-Sdk-Date (signing is per request, dates per second)
 
 
 def parse_sdk_date(value: str) -> float:
@@ -353,13 +354,14 @@ class AKSKAuth(AuthBase):
         date = format_sdk_date()
         added = {"X-Sdk-Date": date, "Host": netloc}
         present = {"host": netloc, "x-sdk-date": date}
+        for name in ("Content-Type", "X-Project-Id", "X-Security-Token"):  # signed when the request has them
+            value = headers.get(name)
+            if value is not None:
+                present[name.lower()] = str(value)
         if self.project_id:
             added["X-Project-Id"] = present["x-project-id"] = self.project_id
         if creds.security_token:
             added["X-Security-Token"] = present["x-security-token"] = creds.security_token
-        content_type = headers.get("Content-Type")
-        if content_type is not None:
-            present["content-type"] = str(content_type)
         signed = signed_header_names(present)
         key = (method, path, query)
         start = self._starts.get(key)

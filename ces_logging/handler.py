@@ -408,7 +408,7 @@ class CESHandler(logging.Handler):
         w.request_flush()
         if not w.alive:
             self._start()
-        w.wait_accounted(target, lambda: self._accounted() + w.stats.spooled, until, with_spooled=True)
+        w.wait_accounted(target, self._accounted, until, with_spooled=True)
 
     def _room(self, buf: RecordBuffer, size: int) -> bool:
         """The buffer is full: with a spool, twice the bound is let in (the worker spills it to disk); with
@@ -609,7 +609,7 @@ class CESHandler(logging.Handler):
 
         if settled() < target:
             w.request_flush()
-            w.wait_accounted(target, settled, deadline, with_spooled=True)
+            w.wait_accounted(target, self._accounted, deadline, with_spooled=True)
         return settled() >= target
 
     def _give_up(self) -> None:

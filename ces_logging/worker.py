@@ -32,6 +32,7 @@ from .buffer import RecordBuffer, Wakeup
 from .client import CESClient
 from .errors import CESAuthError, CESError, CESValidationError
 from .events import now_ms, sendable
+from .mapping import Event as BuiltEvent
 from .mapping import encode_batch, event_time
 from .spool import Spool, SpoolFile
 from .storm import StormControl
@@ -49,7 +50,7 @@ SPOOL_RETRY_S: Final = 5.0  # after a disk error (full, read-only), the spool is
 
 _WORKER_IDS = itertools.count(1)
 
-Event = Any  # a built event: ``mapping.Event`` (its JSON text and time), or a spooled event's dict
+Event = BuiltEvent | dict[str, Any]  # built (its JSON text and time), or a dict (the one-item path, the spool)
 
 
 class Builder(Protocol):
@@ -90,18 +91,23 @@ class WorkerStats:
         self.recovered_dropped: Counter[str] = Counter()
         self.abandoned = False  # the process's grace period ended: what was in flight is counted as lost
         self.folded = 0  # records that a delivered storm summary stands for (storm.py)
-        # sent + dropped + folded of this handler's records (never the recovered ones), kept as one number so
-        # that a change can tell whether a waiter's goal is reached without adding up the reasons
-        self.settled = 0
         # What the flush waiters wait for: (settled [+ spooled] to reach, whether spooled counts). A change
         # wakes them only when one is reached, not on each of a burst's hundreds of batches: a waiter woken per
         # batch costs the app's thread a wake-up, a GIL hand-over and a recount each time.
         self._goals: list[tuple[int, bool]] = []
 
+    @property
+    def settled(self) -> int:
+        """Under ``cond``: this handler's records sent, dropped or folded (never the recovered ones)."""
+        return self.sent + sum(self.dropped.values()) + self.folded
+
     def _changed(self) -> None:
-        """Under ``cond``: wake the waiters when one's goal is reached."""
+        """Under ``cond``: wake the waiters when one's goal is reached (nothing to add up while none waits)."""
+        if not self._goals:
+            return
+        settled = self.settled
         for goal, with_spooled in self._goals:
-            if self.settled + (self.spooled if with_spooled else 0) >= goal:
+            if settled + (self.spooled if with_spooled else 0) >= goal:
                 self.cond.notify_all()
                 return
 
@@ -122,7 +128,6 @@ class WorkerStats:
             n = self.in_flight
             if n > 0:
                 self.dropped["shutdown"] += n
-                self.settled += n
             self.in_flight = 0
             self.abandoned = True
             self.cond.notify_all()
@@ -132,7 +137,6 @@ class WorkerStats:
         with self.cond:
             if self.abandoned:
                 self.dropped["shutdown"] += n
-                self.settled += n
                 self._changed()
                 return
             self.in_flight += n
@@ -145,7 +149,6 @@ class WorkerStats:
                 self.recovered_sent += n
             else:
                 self.sent += n
-                self.settled += n
                 if kind == "own":
                     self.spooled -= n
                 else:
@@ -163,7 +166,6 @@ class WorkerStats:
                 self.recovered_dropped[reason] += n
             else:
                 self.dropped[reason] += n
-                self.settled += n
                 if kind == "own":
                     self.spooled -= n
                 else:
@@ -185,7 +187,6 @@ class WorkerStats:
             n = min(n, self.spooled)
             self.spooled -= n
             self.sent += n
-            self.settled += n
             self._changed()
 
     def add_folded(self, n: int) -> None:
@@ -195,7 +196,6 @@ class WorkerStats:
                 return
             self.in_flight -= n
             self.folded += n
-            self.settled += n
             self.batches += 1
             self._changed()
 
@@ -544,6 +544,9 @@ class Worker:
         with self._sender_cond:
             while True:
                 self._senders = [s for s in self._senders if s[0].is_alive()]
+                alive = [inbox for _, inbox in self._senders]
+                # never hand a job to the inbox of a sender that is gone (it would wait there for ever)
+                self._idle_inboxes = [q for q in self._idle_inboxes if any(q is a for a in alive)]
                 if len(self._senders) - len(self._idle_inboxes) < self.throttle.limit:
                     if self._idle_inboxes:
                         self._idle_inboxes.pop().put(job)  # the sender that became idle last: its thread is warm
@@ -866,11 +869,15 @@ class Worker:
     def wait_accounted(
         self, target: int, accounted: Callable[[], int], deadline: float | None, *, with_spooled: bool = False
     ) -> bool:
-        """Wait until ``accounted() >= target`` (the handler knows what counts), until ``deadline``.
-        ``with_spooled``: ``accounted`` counts what is on disk as done (an exit's drain), so the wake-up does too."""
+        """Wait until ``accounted()`` (the handler knows what counts) reaches ``target``, until ``deadline``;
+        ``with_spooled``: what is safe on disk counts as done too (an exit's drain)."""
         stats = self.stats
+
+        def done() -> int:
+            return accounted() + (stats.spooled if with_spooled else 0)
+
         with stats.cond:
-            while (gap := target - accounted()) > 0:
+            while (gap := target - done()) > 0:
                 if not self.alive:
                     return False
                 left = None if deadline is None else deadline - time.monotonic()
