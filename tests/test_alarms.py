@@ -485,6 +485,7 @@ def test_five_handlers_slow_down_together_on_429_and_lose_nothing(emu: Emulator)
         lg.addHandler(h)
         logs.append(lg)
     emu.add_fault(seconds=throttled_s, status=429, retry_after=str(int(retry_after)))
+    raised = throttle.raised  # every answer is a 429 until the fault ends: the limit can only come down
     start = time.monotonic()
     served = []  # (seconds since start, faults served): the request rate during the throttle
     for i in range(40):
@@ -494,7 +495,6 @@ def test_five_handlers_slow_down_together_on_429_and_lose_nothing(emu: Emulator)
         served.append((time.monotonic() - start, emu.stats().get("faults_served", 0)))
         time.sleep(0.1)
     total = emu.stats().get("faults_served", 0)
-    raised = throttle.raised  # no answer went well during the throttle: the limit only came down
     # One request per pause, the pause being at least Retry-After; the first requests (the shared throttle's
     # limit) go out together before the first 429 comes back; one more of slack. Without the shared pause, 5
     # workers make about 5 x 8 / 2 = 20 (23 measured with a throttle per handler).
