@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import queue
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -71,7 +72,11 @@ class RecordBuffer:
         self.items: deque[Any] = deque()
         self.max_items = max_items
         self.max_bytes = max_bytes
-        self.lock = threading.Lock()  # the worker's taking, and a consistent read of the counts
+        self.lock = threading.Lock()  # the worker's taking (only a worker thread ever holds it)
+        # A take in progress makes this odd: ``counts`` reads without the lock and reads again when a take ran
+        # meanwhile (a seqlock). The app's thread must never hold ``lock``: a SIGTERM landing while it does
+        # runs the drain on that same thread, which reads the counts, and a pool worker hung for ever on it.
+        self._takes = 0
         # notified when the worker takes (overflow="block"); re-entrant: a signal handler may log while the
         # main thread waits on it
         self.space = threading.Condition(threading.RLock())
@@ -101,15 +106,28 @@ class RecordBuffer:
     def take(self, n: int, sizes: Any) -> list[Any]:
         """Up to ``n`` items, oldest first, counted as taken in the same step. ``sizes(items)``: their bytes."""
         with self.lock:
-            popleft = self.items.popleft
-            out = [popleft() for _ in range(min(n, len(self.items)))]
-            self.taken += len(out)
+            self._takes += 1
+            try:
+                popleft = self.items.popleft
+                out = [popleft() for _ in range(min(n, len(self.items)))]
+                self.taken += len(out)
+            finally:
+                self._takes += 1
         self.bytes_out += sizes(out)
         with self.space:
             self.space.notify_all()
         return out
 
     def counts(self) -> tuple[int, int]:
-        """(taken, waiting), read together."""
-        with self.lock:
+        """(taken, waiting), read together, without a lock (any thread, a signal handler included): read again
+        while a take runs or ran in between. A take holds the GIL for a few microseconds, so this ends at once;
+        the bound is for safety only."""
+        for _ in range(10_000):
+            before = self._takes
+            if not before & 1:
+                taken, waiting = self.taken, len(self.items)
+                if self._takes == before:
+                    return taken, waiting
+            time.sleep(0.0001)  # let the worker finish its take
+        with self.lock:  # never reached in practice (a take that does not end in a second)
             return self.taken, len(self.items)

@@ -20,7 +20,8 @@ from typing import Final
 
 INTERVAL_S: Final = 60.0  # at most one line per reason per minute (the first one at once)
 
-_lock = threading.Lock()
+# re-entrant: a SIGTERM's drain runs on the thread it interrupted, which may be saying something right then
+_lock = threading.RLock()
 _last: dict[str, float] = {}
 _suppressed: dict[str, int] = {}
 
@@ -54,7 +55,7 @@ def write(line: str) -> None:
 
 def reset_after_fork() -> None:
     global _lock
-    _lock = threading.Lock()
+    _lock = threading.RLock()
     _last.clear()
     _suppressed.clear()
 

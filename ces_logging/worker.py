@@ -297,7 +297,8 @@ class Worker:
         # queue cost the worker about a third more CPU per event than one thread sending them all.
         self._senders: list[tuple[threading.Thread, Inbox]] = []
         self._idle_inboxes: list[Inbox] = []
-        self._lock = threading.Lock()  # the senders and the idle ones
+        # the senders and the idle ones; re-entrant: a SIGTERM's drain may interrupt ``join`` on its own thread
+        self._lock = threading.RLock()
         self._sender_cond = threading.Condition(self._lock)  # a sender became idle
         self._uid = next(_WORKER_IDS)  # not id(self): a new worker may reuse a dead one's address
         self._refused_seen: dict[str, int] = {}

@@ -81,3 +81,42 @@ def test_worker_started_lazily_and_one_per_handler(emu: Emulator, isolated_logge
     assert h.flush(timeout=10)
     assert h._worker._thread is thread and thread.is_alive()  # the same one thread did it all
     assert h.stats.sent == 251 and h.stats.batches >= 3
+
+
+def test_sigterm_while_the_app_reads_the_counts_drains_and_ends(emu: Emulator) -> None:
+    """SIGTERM lands while the app's thread is inside the buffer's ``counts`` (``stats``, ``flush``): the
+    drain runs on that very thread and reads the counts again. A lock held there hung a pool worker for ever
+    (seen under Python 3.10: ``with Pool`` sends SIGTERM to its workers while their finalizer flushes). Here
+    the signal is raised from a trace function at a line inside ``counts``; the process must drain and end by
+    SIGTERM with every record stored."""
+    r = run_python(
+        f"""
+        import logging, signal, sys
+        import ces_logging
+        from ces_logging.buffer import RecordBuffer
+        h = ces_logging.CESHandler(project_id="{PROJECT}", endpoint="{emu.url}", event_name="midCounts",
+                                   flush_interval=60)
+        log = logging.getLogger("mid")
+        log.propagate = False
+        log.addHandler(h)
+        for i in range(50):
+            log.error("record %d", i)
+        lines = 0
+        def trace(frame, event, arg):
+            global lines
+            if frame.f_code is RecordBuffer.counts.__code__:
+                if event == "line":
+                    lines += 1
+                    if lines == 2:  # past the first line: where a lock taken there would be held
+                        sys.settrace(None)
+                        signal.raise_signal(signal.SIGTERM)
+                return trace
+            return None
+        sys.settrace(trace)
+        h.stats  # reads the counts on this thread
+        print("not ended by SIGTERM", flush=True)
+        """,
+        timeout=30,
+    )
+    assert r.returncode == -15, (r.returncode, r.stdout, r.stderr)
+    assert emu.count(PROJECT) == 50

@@ -38,7 +38,11 @@ def log_and_flush(m: int) -> None:
     for _ in range(m):
         logging.getLogger("same").error("the very same error")
     ok = HANDLER.flush(timeout=30)
-    print(json.dumps({"pid": os.getpid(), "flushed": ok, "stats": dataclasses.asdict(HANDLER.stats)}), flush=True)
+    line = json.dumps({"pid": os.getpid(), "flushed": ok, "stats": dataclasses.asdict(HANDLER.stats)}) + "\n"
+    # One write of the whole line: the processes finish together, and print()'s text and line end can be two
+    # writes (seen under Python 3.10: two children's lines run into one).
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), line.encode())
 
 
 def main() -> None:
