@@ -220,9 +220,14 @@ def test_filter_search_and_page_to_the_oldest_event(emu: Emulator, page: Page) -
     assert len({i for i, _ in ids}) == 450 and [x for _, x in ids] == sorted((x for _, x in ids), reverse=True)
     assert contents(page)[-1] == "order 0 needle found"  # the oldest event
     expect(page.locator("#status")).to_have_text("450 events")
+    # an event arriving now shows on top at the next auto-refresh; the pages loaded below stay
+    report(emu, [item("order", now_ms(), content="order 450 just now")])
+    expect(page.locator("#status")).to_have_text("451 events")
+    assert len(contents(page)) == 451 and contents(page)[0] == "order 450 just now"
+    assert contents(page)[-1] == "order 0 needle found"
 
     page.locator("#q").fill("needle")  # typing searches, on the server
-    expect(page.locator("#status")).to_have_text("9 events matching the search")
+    expect(page.locator("#status")).to_have_text("9 events matching the search")  # 0, 50, ..., 400
     assert all("needle" in c for c in contents(page)) and url_params(page)["q"] == ["needle"]
     page.select_option("#level", "Major")  # i % 4 == 2 and i % 50 == 0: 50, 150, 250, 350, 450 is past the end
     expect(page.locator("#status")).to_have_text("4 events matching the search")
@@ -230,7 +235,7 @@ def test_filter_search_and_page_to_the_oldest_event(emu: Emulator, page: Page) -
     assert url_params(page)["level"] == ["Major"]
     shot(page, "search")
     page.locator("#q").fill("")
-    expect(page.locator("#status")).to_have_text("112 events")
+    expect(page.locator("#status")).to_have_text("112 events")  # i % 4 == 2 below 450
     assert set(page.locator("tr.event td.c-level").all_inner_texts()) == {"Major"}
 
 
