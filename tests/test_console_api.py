@@ -108,14 +108,14 @@ def test_without_fts5_search_is_a_like_per_word(monkeypatch: pytest.MonkeyPatch,
         t = now_ms() - 10_000
         report(emu, [item("a", t, content="payment failed 50% of A_1"),
                      item("a", t + 1, content="payment ok"),
-                     item("a", t + 2, content="other")])  # fmt: skip
+                     item("a", t + 2, content="A-1 other")])  # fmt: skip
         got = api(emu, f"events?project={PROJECT}&q=payment%20FAILED")
         assert [e["detail"]["content"] for e in got["events"]] == ["payment failed 50% of A_1"]
         assert got["search"] == "substrings"
         # LIKE's wildcards are literal: "%" and "_" match themselves only
         assert api(emu, f"events?project={PROJECT}&q=50%25")["total"] == 1
-        assert api(emu, f"events?project={PROJECT}&q=A_1")["total"] == 1
-        assert api(emu, f"events?project={PROJECT}&q=y_o")["total"] == 0
+        assert api(emu, f"events?project={PROJECT}&q=A_1")["total"] == 1  # not "A-1 other"
+        assert api(emu, f"events?project={PROJECT}&q=A-1")["total"] == 1
     # the same file opened where FTS5 exists: the index is filled from the events written without it
     monkeypatch.undo()
     store = EventStore(str(tmp_path / "ev.db"))
