@@ -183,13 +183,17 @@ function row(e) {
   return tr;
 }
 
-function renderRows() {
+// All rows again, or only ``added`` ones below those shown (a page loaded further down).
+function renderRows(added) {
   const tbody = $("events").tBodies[0];
-  // Keep the rows a reader has opened open across refreshes.
-  const open = new Set([...tbody.querySelectorAll("tr.event details[open]")].map((d) => d.closest("tr").dataset.eventId));
-  const rows = state.rows.map(row);
-  for (const r of rows) if (open.has(r.dataset.eventId)) r.querySelector("details")?.setAttribute("open", "");
-  tbody.replaceChildren(...rows);
+  if (added) tbody.append(...added.map(row));
+  else {
+    // Keep the rows a reader has opened open across refreshes.
+    const open = new Set([...tbody.querySelectorAll("tr.event details[open]")].map((d) => d.closest("tr").dataset.eventId));
+    const rows = state.rows.map(row);
+    for (const r of rows) if (open.has(r.dataset.eventId)) r.querySelector("details")?.setAttribute("open", "");
+    tbody.replaceChildren(...rows);
+  }
   const n = state.rows.length;
   const search = $("q").value.trim() ? " matching the search" : "";
   $("status").textContent = n < state.total ? `Newest ${n} of ${state.total} events${search}`
@@ -240,9 +244,10 @@ async function loadOlder() {
   try {
     const data = await getJSON(`/_console/api/events?${q}`);
     const ids = new Set(state.rows.map((e) => e.event_id));
-    state.rows.push(...data.events.filter((e) => !ids.has(e.event_id)));
+    const added = data.events.filter((e) => !ids.has(e.event_id));
+    state.rows.push(...added);
     Object.assign(state, { next: data.next, total: data.total, older: true });
-    renderRows();
+    renderRows(added);
   } catch (err) {
     showError(err);
   } finally {
