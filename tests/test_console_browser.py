@@ -207,8 +207,11 @@ def test_detail_shows_every_field_and_the_url_shares_it(emu: Emulator, page: Pag
     row.locator("td.c-time").click()
     expect(detail).to_be_visible()
     assert url_params(page)["event"] == [picked]
+    page.set_viewport_size({"width": 900, "height": 900})
     page.reload()
     expect(page.locator("#detail-body")).to_contain_text(str(picked))
+    assert box(page, "#detail")["width"] <= 900  # the detail fits a narrow window too
+    shot(page, "detail-900px", top=False)
     page.locator("#detail-close").click()
     expect(detail).to_be_hidden()
 
