@@ -77,6 +77,7 @@ class HandlerStats:
     recovered_dropped: dict[str, int] = field(default_factory=dict)
     folded: int = 0
     context_kept: int = 0
+    spool_skipped: int = 0  # files in spool_dir skipped, never read: not batches this user wrote
 
 
 def _parse_level(level: int | str) -> int:
@@ -504,6 +505,7 @@ class CESHandler(logging.Handler):
             recovered_dropped=dict(ws.recovered_dropped) if ws else {},
             folded=folded,
             context_kept=self.alarms.context_kept,
+            spool_skipped=ws.spool_skipped if ws else 0,
         )
 
     def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]

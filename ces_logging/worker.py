@@ -91,6 +91,7 @@ class WorkerStats:
         self.recovered_dropped: Counter[str] = Counter()
         self.abandoned = False  # the process's grace period ended: what was in flight is counted as lost
         self.folded = 0  # records that a delivered storm summary stands for (storm.py)
+        self.spool_skipped = 0  # files in the spool that are not batches this user wrote (spool.foreign)
         # What the flush waiters wait for: (settled [+ spooled] to reach, whether spooled counts). A change
         # wakes them only when one is reached, not on each of a burst's hundreds of batches: a waiter woken per
         # batch costs the app's thread a wake-up, a GIL hand-over and a recount each time.
@@ -645,10 +646,12 @@ class Worker:
                 while not slot:
                     retried = attempt > 0
                     got = self._slot(
-                        lambda retried=retried: leased is None  # type: ignore[misc]
-                        and (self._outage or retried)
-                        and self.spool is not None
-                        and self._spool_usable()
+                        lambda retried=retried: (
+                            leased is None  # type: ignore[misc]
+                            and (self._outage or retried)
+                            and self.spool is not None
+                            and self._spool_usable()
+                        )
                     )
                     if got is None:  # the service went down while this batch waited: to disk, behind the rest
                         if self._park(batch, ledger, None, None):
@@ -765,7 +768,9 @@ class Worker:
         """A spool operation; a disk problem (full, read-only) means memory only for a while, with one line;
         the spool is tried again later, and what it already holds is still read and delivered."""
         try:
-            return fn(*args)
+            out = fn(*args)
+            self._note_skipped()
+            return out
         except OSError as e:
             self._say(
                 "spool-error",
@@ -774,6 +779,22 @@ class Worker:
             )
             self._spool_broken_until = time.monotonic() + SPOOL_RETRY_S
             return None
+
+    def _note_skipped(self) -> None:
+        """Files the spool skipped (a symlink, a FIFO, another user's, too large): counted, said once."""
+        spool = self.spool
+        skipped = spool.take_skipped() if spool is not None else []
+        if not skipped:
+            return
+        with self.stats.cond:
+            self.stats.spool_skipped += len(skipped)
+        name, why = skipped[0]
+        more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
+        self._say(
+            "spool-skipped",
+            f"spool at {getattr(spool, 'dir', '?')}: {name} ({why}){more} skipped, not read: not a batch this "
+            "user wrote",
+        )
 
     def _to_spool(self, batch: list[Event], ledger: Ledger) -> bool:
         """Write a batch to disk; True when it is there. The size cap may push out the oldest files: their
