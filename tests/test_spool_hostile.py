@@ -126,7 +126,7 @@ def test_a_symlink_swapped_in_after_the_scan_is_not_read(tmp_path: Path) -> None
     sp.files = racing_files  # type: ignore[method-assign]
     claimed = sp.claim()
     assert claimed is not None
-    lf, items, problem = claimed
+    _, items, problem = claimed
     assert problem is None and len(items) == 100 and all(i["event_name"] == "spooled" for i in items)
     assert first.is_symlink()  # put back under its name, never read
     assert [name for name, _ in sp.take_skipped()] == [first.name]
