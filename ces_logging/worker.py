@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Final, Protocol
 from . import notice
 from .buffer import RecordBuffer, Wakeup
 from .client import CESClient
-from .errors import CESAuthError, CESError, CESValidationError
+from .errors import CESAuthError, CESEndpointError, CESError, CESValidationError
 from .events import now_ms, sendable
 from .mapping import Event as BuiltEvent
 from .mapping import encode_batch, event_time
@@ -681,6 +681,14 @@ class Worker:
                     slot = False
                     self._isolate_rejected(batch, e, ledger)
                     self._spool_done(leased)
+                    return
+                except CESEndpointError as e:  # a redirect, a certificate that does not verify: configuration
+                    self.throttle.release(True)
+                    slot = False
+                    self._spool_done(leased)
+                    # said before counted: a flush that sees the drop finds the line already written
+                    self._say("config", f"{len(batch)} event(s) dropped, the endpoint is misconfigured: {e}")
+                    ledger.dropped("config", len(batch))
                     return
                 except CESAuthError as e:
                     self.throttle.release(True)
