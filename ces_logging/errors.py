@@ -124,15 +124,12 @@ def is_retryable(err: BaseException) -> bool:
     return isinstance(err, CESError) and err.retryable
 
 
-_TAGS = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.S | re.I)
 MESSAGE_LIMIT = 300
 
 
 def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
-    """Text from an answer as one line for a person (a gateway's HTML error page: its words, no tags, no line
-    breaks), cut at ``limit`` characters."""
-    if "<" in text and ">" in text:
-        text = _TAGS.sub(" ", text)
+    """Text from an answer as one line for a person (a gateway's HTML error page has dozens), cut at ``limit``
+    characters: every run of white space, line breaks included, becomes one space."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

@@ -294,7 +294,7 @@ def test_a_2xx_html_page_is_not_taken_for_delivery(gateway: Callable[[Answer], G
         client.send_events_body(json.dumps([item()]).encode())
     text = str(e.value)
     assert text.startswith("HTTP 200: the service answered 200 without an array of events") and "\n" not in text
-    assert "Please sign in" in text and "<" not in text
+    assert "Please sign in" in text
 
 
 # --- error bodies ------------------------------------------------------------------------------------------------
@@ -306,7 +306,7 @@ def test_an_html_error_page_is_one_cut_line(
     capfd: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    """A gateway's 13-line HTML 502 page: printed on one line, tags gone, cut (with a spool, the first failure
+    """A gateway's 13-line HTML 502 page: printed on one line, cut (with a spool, the first failure
     is said at once: "events wait in the spool")."""
     page = (
         "<html>\n<head><title>502 Bad Gateway</title></head>\n<body>\n<center><h1>502 Bad Gateway</h1></center>\n"
@@ -334,7 +334,7 @@ def test_an_html_error_page_is_one_cut_line(
     err = capfd.readouterr().err
     lines = [line for line in err.splitlines() if "502" in line]
     assert len(lines) == 1, err
-    assert "502 Bad Gateway" in lines[0] and "<" not in lines[0] and len(lines[0]) < 600, lines[0]
+    assert "502 Bad Gateway" in lines[0] and "filler " * 50 not in lines[0] and len(lines[0]) < 600, lines[0]
     h.close()
 
 
