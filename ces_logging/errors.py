@@ -129,9 +129,11 @@ MESSAGE_LIMIT = 300
 
 def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
     """Text from an answer as one line for a person (a gateway's HTML error page has dozens), cut at ``limit``
-    characters: every run of white space, line breaks included, becomes one space."""
+    characters: every run of white space, line breaks included, becomes one space, and any other character a
+    terminal would act on (an escape sequence in a hostile answer) a ``?``."""
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)
 
 
 def parse_error_body(body: bytes) -> tuple[str | None, str | None]:

@@ -286,7 +286,8 @@ def test_a_201_with_a_9_mib_body_is_delivered(
 
 
 def test_a_2xx_html_page_is_not_taken_for_delivery(gateway: Callable[[Answer], Gateway]) -> None:
-    """A portal's 200 with HTML: an error with the true status and the page's words on one line."""
+    """A portal's 200 with HTML: an error with the true status and the page's words on one line; a hostile
+    error body's terminal escapes are not passed on."""
     page = b"<html>\n<head><title>Login</title></head>\n<body>\n<p>Please sign in</p>\n</body>\n</html>\n"
     g = gateway(lambda head, body: http("200 OK", page, {"Content-Type": "text/html"}))
     client = CESClient(PROJECT, endpoint=g.url, timeout=3)
@@ -295,6 +296,10 @@ def test_a_2xx_html_page_is_not_taken_for_delivery(gateway: Callable[[Answer], G
     text = str(e.value)
     assert text.startswith("HTTP 200: the service answered 200 without an array of events") and "\n" not in text
     assert "Please sign in" in text
+    g.answer = lambda head, body: http("502 Bad Gateway", b"evil \x1b[2J\x1b]0;owned\x07 page\r\nline two")
+    with pytest.raises(CESError) as e:
+        client.send_events_body(json.dumps([item()]).encode())
+    assert str(e.value).endswith("evil ?[2J?]0;owned? page line two"), str(e.value)
 
 
 # --- error bodies ------------------------------------------------------------------------------------------------
