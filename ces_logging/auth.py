@@ -166,6 +166,7 @@ def _header_safe(value: str | None) -> bool:
     return value is None or bool(_HEADER_SAFE.fullmatch(value))
 
 
+
 @dataclass(frozen=True)
 class Credentials:
     """An AK/SK pair, with a security token and an expiry for temporary keys."""

@@ -99,7 +99,9 @@ class RecordBuffer:
 
     def over(self, fraction: float = 1.0) -> bool:
         """Above ``fraction`` of a bound (the worker spills to the spool when it is)."""
-        return len(self.items) > self.max_items * fraction or self.bytes_in - self.bytes_out > self.max_bytes * fraction
+        return (
+            len(self.items) > self.max_items * fraction or self.bytes_in - self.bytes_out > self.max_bytes * fraction
+        )
 
     def take(self, n: int, sizes: Any) -> list[Any]:
         """Up to ``n`` items, oldest first, counted as taken in the same step. ``sizes(items)``: their bytes."""

@@ -100,3 +100,4 @@ def resolve_project_id(
     if why := PROJECT_ID.check(pid):
         raise ConfigError(f"project id {pid!r} is not valid: {why}")
     return pid
+

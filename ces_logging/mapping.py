@@ -97,6 +97,7 @@ ITEM_OVERHEAD: Final = 240  # bytes a prepared item costs besides its text (tupl
 Item = tuple[float, int, str, str, Any, bool, Any]
 
 
+
 class Event:
     """A built event as the request body carries it: its compact JSON text (``raw``, exactly what
     ``json.dumps(event, ensure_ascii=False, separators=(",", ":"))`` gives for its dict) and its time (what the

@@ -146,8 +146,6 @@ def _parse_int(text: str) -> int:
     if len(text) > 40:
         raise ValueError("an integer of more than 40 digits")
     return int(text)
-
-
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,8}")
 
 

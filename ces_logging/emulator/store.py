@@ -62,10 +62,13 @@ def normalise_detail(detail: Mapping[str, Any]) -> dict[str, Any]:
     return d
 
 
+
 _FILTER_COLUMNS = ("event_type", "sub_event_type", "event_source", "event_level", "event_user", "event_state")
 
 
-def _where(project_id: str, equal: Mapping[str, Any], from_ms: int | None, to_ms: int | None) -> tuple[str, list[Any]]:
+def _where(
+    project_id: str, equal: Mapping[str, Any], from_ms: int | None, to_ms: int | None
+) -> tuple[str, list[Any]]:
     """The WHERE clause (and its arguments) of a project's events: columns equal to values, a time range."""
     where: list[str] = ["project_id = ?"]
     args: list[Any] = [project_id]
@@ -79,7 +82,6 @@ def _where(project_id: str, equal: Mapping[str, Any], from_ms: int | None, to_ms
         where.append("time <= ?")
         args.append(to_ms)
     return " AND ".join(where), args
-
 
 class EventStore:
     """Thread-safe: one connection, one lock (the emulator's handler threads share it)."""
