@@ -63,7 +63,8 @@ def test_a_slow_service_spills_before_the_buffer_overflows(
         time.sleep(0.02)  # an app that logs in bursts, not a tight loop: the worker gets its turns
         most_spooled = max(most_spooled, h.stats.spooled)
     s = h.stats
-    assert s.dropped_by_reason.get("queue_full", 0) == 0, s
+    # a bound, not 0: how soon the worker gets its turn is the scheduler's (here 0; main dropped about 1,000)
+    assert s.dropped_by_reason.get("queue_full", 0) < 200, s
     assert most_spooled > 0, s
     s = settle(h)
     assert s.sent == 2000 and s.dropped == 0, s

@@ -46,7 +46,7 @@ def test_storm_summaries_make_no_extra_requests(emu: Emulator, isolated_logger: 
     s = h_on.stats
     # 10 events a group, the 11th in its summary; a bound, not exact: a window closes by the wall clock, so on a
     # slow machine a group whose window ended between two of the worker's takes starts again (an event more)
-    assert GROUPS - 50 <= s.folded <= GROUPS and s.sent + s.folded == GROUPS * PER_GROUP, s
+    assert GROUPS // 2 <= s.folded <= GROUPS and s.sent + s.folded == GROUPS * PER_GROUP, s
     events = emu.events(PROJECT, "stormon")
     ks = [int(m.group(1)) for e in events if (m := SIMILAR.search(e["detail"]["content"]))]
     assert sum(ks) == s.folded and len(events) == s.sent + len(ks), (len(events), len(ks))
