@@ -9,6 +9,7 @@ from .auth import AKSKAuth, IAMPasswordTokenProvider, MetadataCredentialsProvide
 from .client import CESClient, EventDetailPage, ReportedEvent
 from .errors import (
     CESAuthError,
+    CESEndpointError,
     CESError,
     CESServerError,
     CESThrottledError,
@@ -27,6 +28,7 @@ __all__ = [
     "AKSKAuth",
     "CESAuthError",
     "CESClient",
+    "CESEndpointError",
     "CESError",
     "CESHandler",
     "CESServerError",

@@ -26,9 +26,19 @@ from .auth import AKSKAuth, TokenAuth, TokenProvider, encode_query
 from .config import is_loopback, resolve_endpoint, resolve_project_id
 from .credentials import resolve_auth
 from .deadline import DeadlineAdapter, total_deadline
-from .errors import CESError, CESTransportError, ConfigError, TransportFailure, transport_error_text
+from .errors import (
+    CertificateFailure,
+    CESCertificateError,
+    CESEndpointError,
+    CESError,
+    CESTransportError,
+    ConfigError,
+    TransportFailure,
+    one_line,
+    transport_error_text,
+)
 from .events import EVENT_TYPE_CUSTOM, MAX_EVENTS_PER_REQUEST, QUERY_MAX_LIMIT, CustomEvent, EventRecord
-from .transport import FastPost
+from .transport import FastPost, certificate_problem, requote_path
 
 USER_AGENT = "ces-logging/0.2"
 _JSON_TYPE = "application/json;charset=UTF-8"
@@ -131,7 +141,7 @@ class CESClient:
         self._adapter = self.session.get_adapter(self.endpoint)
         self._base = f"{self.endpoint}/V1.0/{quote(self.project_id, safe='')}"
         self._events_url = f"{self._base}/events"
-        self._events_path = urlsplit(self._events_url).path
+        self._events_path = requote_path(urlsplit(self._events_url).path)  # as requests sends (and signs) it
         self._events_netloc = urlsplit(self._events_url).netloc
         fast = FastPost(self.endpoint, self._verify, self._proxies)
         own_auth = self.auth is None or type(self.auth) in (AKSKAuth, TokenAuth)
@@ -175,13 +185,16 @@ class CESClient:
         """Send one request; answer the response when it is 2xx, else raise a ``CESError`` subclass.
 
         A 401 makes a refreshable auth (token provider, temporary keys) fetch new credentials and the request
-        go once more. Connection errors and timeouts become ``CESTransportError``."""
+        go once more. Connection errors and timeouts become ``CESTransportError``; a redirect or a certificate
+        that does not verify, ``CESEndpointError``."""
         for attempt in (1, 2):
             resp = self._send_once(method, url, body, timeout)
             if resp.status_code == 401 and attempt == 1 and self._refresh_auth():
                 continue
             if resp.status_code >= 400:
                 raise CESError.from_response(resp.status_code, resp.content, resp.headers)
+            if resp.status_code >= 300:
+                raise redirect_error(resp.status_code, resp.headers)
             return resp
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -209,6 +222,12 @@ class CESClient:
             return resp
         except CESError:
             raise  # from a credentials provider
+        except requests.exceptions.SSLError as e:
+            problem = certificate_problem(e)
+            if problem is not None:
+                raise certificate_error(urlsplit(url).hostname or "", problem) from None
+            text = transport_error_text(e, req.headers)
+            raise CESTransportError(f"{method} {url.split('?')[0]} failed: {text}") from None
         except (requests.RequestException, ValueError) as e:
             # ValueError: http.client refusing a header value; its text would quote the value.
             text = transport_error_text(e, req.headers)
@@ -219,24 +238,29 @@ class CESClient:
     def post_events_body(self, body: bytes, *, timeout: float | None = None) -> list[dict[str, Any]]:
         """POST a ready-made JSON array of at most 100 events; the service's ``[{event_id, event_name}]``."""
         status, content = self.send_events_body(body, timeout=timeout)
+        if not content.strip():
+            return []  # a 2xx without a body: taken, without ids
         try:
-            data = json.loads(content or b"null")
+            data = json.loads(content)
         except ValueError:
             data = None
         if not isinstance(data, list):
-            raise CESError("the service answered 201 without an array of events", status=status)
+            raise not_an_array(status, content)
         return data
 
     def send_events_body(self, body: bytes, *, timeout: float | None = None) -> tuple[int, bytes]:
         """``post_events_body`` for the worker, which needs no event ids: the answer's status and body, the
-        body checked to be a JSON array by its first byte only (a 2xx that is not one raises ``CESError``)."""
+        body checked to be a JSON array by its first byte only. A 2xx without a body (204, or a 201 some
+        gateway emptied) is what it says: the events were taken. A 2xx with something else (a portal's HTML
+        page) raises ``CESError``, a 3xx ``CESEndpointError``."""
         if self._fast is None:
             resp = self.request("POST", self._events_url, body, timeout=timeout)
             status, content = resp.status_code, resp.content
         else:
             status, content = self._post_fast(body, self.timeout if timeout is None else timeout)
-        if content.lstrip()[:1] != b"[":
-            raise CESError("the service answered 201 without an array of events", status=status)
+        head = content.lstrip()[:1]
+        if head != b"[" and head:
+            raise not_an_array(status, content)
         return status, content
 
     def _post_fast(self, body: bytes, timeout: float) -> tuple[int, bytes]:
@@ -250,6 +274,8 @@ class CESClient:
                 headers.update(auth.headers_for("POST", self._events_netloc, self._events_path, "", headers, body))
             try:
                 status, content, answer = self._fast.post(self._events_path, headers, body, timeout)
+            except CertificateFailure as e:
+                raise certificate_error(self._fast.host, str(e)) from None
             except TransportFailure as e:
                 text = transport_error_text(e, headers, limit=400)
                 raise CESTransportError(f"POST {self._events_url} failed: {text}") from None
@@ -257,6 +283,8 @@ class CESClient:
                 continue
             if status >= 400:
                 raise CESError.from_response(status, content, answer)
+            if status >= 300:
+                raise redirect_error(status, answer)
             return status, content
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -357,6 +385,29 @@ class CESClient:
         params = {"event_type": event_type, "start": start, "limit": limit}
         data = _json(self.request("GET", f"{self._base}/events?{encode_query(params)}"))
         return list((data or {}).get("events") or []) if isinstance(data, dict) else []
+
+
+def redirect_error(status: int, headers: Any) -> CESEndpointError:
+    """A 3xx: the endpoint is not the service's address (a signed request is never followed elsewhere)."""
+    location = one_line(str(headers.get("Location") or ""), 200) or "nowhere (no Location)"
+    return CESEndpointError(
+        f"the endpoint answered with a redirect to {location}: set endpoint= to the service's own address "
+        "(redirects are not followed)",
+        status=status,
+        request_id=headers.get("X-Request-Id"),
+    )
+
+
+def certificate_error(host: str, problem: str) -> CESCertificateError:
+    return CESCertificateError(
+        f"SSLError: the TLS certificate of {host} did not verify: {one_line(problem, 200)} (a configuration "
+        "problem, not an outage: check endpoint=, verify= or REQUESTS_CA_BUNDLE)"
+    )
+
+
+def not_an_array(status: int, content: bytes) -> CESError:
+    text = one_line(content[:4096].decode("utf-8", "replace"), 120)
+    return CESError(f"the service answered {status} without an array of events: {text}", status=status)
 
 
 def _json(resp: requests.Response) -> Any:

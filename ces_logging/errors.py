@@ -59,7 +59,7 @@ class CESError(Exception):
         retry_after = parse_retry_after(headers.get("Retry-After")) if headers is not None else None
         cls = error_class_for(status)
         return cls(
-            message or f"HTTP {status}",
+            one_line(message) if message else f"HTTP {status}",
             status=status,
             code=code,
             request_id=request_id,
@@ -87,10 +87,26 @@ class CESServerError(CESError):
     retryable = True
 
 
+class CESEndpointError(CESError):
+    """The endpoint answered in a way that says the configuration is wrong, not that the service is down: a
+    redirect (3xx: a signed request is never followed elsewhere), or a TLS certificate that does not verify
+    (wrong host name, expired, unknown CA). Sending again will not help: the worker drops such a batch at once
+    (``config``) with one line that names the problem."""
+
+    retryable = False
+
+
 class CESTransportError(CESError):
     """No answer: connection refused or reset, DNS, TLS, timeout. The request may or may not have landed."""
 
     retryable = True
+
+
+class CESCertificateError(CESEndpointError, CESTransportError):
+    """The server's TLS certificate did not verify: a transport error in ``requests``' words (``SSLError``), but
+    a permanent one."""
+
+    retryable = False
 
 
 def error_class_for(status: int) -> type[CESError]:
@@ -108,15 +124,28 @@ def is_retryable(err: BaseException) -> bool:
     return isinstance(err, CESError) and err.retryable
 
 
+MESSAGE_LIMIT = 300
+
+
+def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """Text from an answer as one line for a person (a gateway's HTML error page has dozens), cut at ``limit``
+    characters: every run of white space, line breaks included, becomes one space, and any other character a
+    terminal would act on (an escape sequence in a hostile answer) a ``?``."""
+    text = " ".join(text.split())
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)
+
+
 def parse_error_body(body: bytes) -> tuple[str | None, str | None]:
-    """(code, message) from any of the service's three error shapes; raw text when it is not JSON."""
-    text = body.decode("utf-8", "replace").strip()
+    """(code, message) from any of the service's three error shapes; raw text, on one line and cut, when it is
+    not JSON."""
+    text = body[: 64 * 1024].decode("utf-8", "replace").strip()
     try:
         data = json.loads(text) if text else None
     except ValueError:
-        return None, text[:500] or None
+        return None, one_line(text) or None
     if not isinstance(data, dict):
-        return None, text[:500] or None
+        return None, one_line(text) or None
     # 1. {"error_code": "ces.0014", "error_msg": "..."}
     if "error_code" in data or "error_msg" in data:
         return _str(data.get("error_code")), _str(data.get("error_msg"))
@@ -185,6 +214,10 @@ def transport_error_text(exc: BaseException, headers: Any = None, limit: int = 3
 class TransportFailure(Exception):
     """An exchange of ``transport.FastPost`` failed before an answer (refused, reset, TLS, the total deadline).
     Its text names the failure and carries the operating system's words, never a header value or the body."""
+
+
+class CertificateFailure(TransportFailure):
+    """The server's certificate did not verify (its text: OpenSSL's words, "certificate has expired")."""
 
 
 def _is_transport_exception(exc: BaseException) -> bool:

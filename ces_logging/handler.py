@@ -77,6 +77,7 @@ class HandlerStats:
     recovered_dropped: dict[str, int] = field(default_factory=dict)
     folded: int = 0
     context_kept: int = 0
+    spool_skipped: int = 0  # files in spool_dir skipped, never read: not batches this user wrote
 
 
 def _parse_level(level: int | str) -> int:
@@ -412,9 +413,15 @@ class CESHandler(logging.Handler):
 
     def _room(self, buf: RecordBuffer, size: int) -> bool:
         """The buffer is full: with a spool, twice the bound is let in (the worker spills it to disk); with
-        ``overflow="block"``, wait a bounded time for the worker to make room; else no room."""
-        if self.spool is not None:
-            return len(buf.items) < 2 * buf.max_items and buf.bytes_in - buf.bytes_out + size <= 2 * buf.max_bytes
+        ``overflow="block"``, wait a bounded time for the worker to make room (to spill, with a spool: the
+        app's thread waits, the worker writes); else no room."""
+        limit = 2 if self.spool is not None else 1
+        if (
+            limit == 2
+            and len(buf.items) < 2 * buf.max_items
+            and buf.bytes_in - buf.bytes_out + size <= 2 * buf.max_bytes
+        ):
+            return True
         if self.overflow != "block" or self._worker is None:
             return False
         if not self._worker.alive:
@@ -422,7 +429,9 @@ class CESHandler(logging.Handler):
         self._worker.wakeup.set()
         deadline = time.monotonic() + self.overflow_timeout
         with buf.space:
-            while buf.full(size):
+            while (
+                len(buf.items) >= limit * buf.max_items or buf.bytes_in - buf.bytes_out + size > limit * buf.max_bytes
+            ):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -504,6 +513,7 @@ class CESHandler(logging.Handler):
             recovered_dropped=dict(ws.recovered_dropped) if ws else {},
             folded=folded,
             context_kept=self.alarms.context_kept,
+            spool_skipped=ws.spool_skipped if ws else 0,
         )
 
     def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]

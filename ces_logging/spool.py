@@ -14,12 +14,22 @@ number of items (so the size cap can count what it drops without reading the fil
 
 The directory: one that does not exist is created private (0700). An existing one is used as it is (its mode is
 the user's), unless others may write to it (``/tmp``, say): then a private subdirectory ``ces_logging-{uid}``
-inside it holds the files, so that nobody else can plant or remove batches.
+inside it holds the files, so that nobody else can plant or remove batches. A directory owned by another user
+(not root) is refused (``PermissionError``): its owner could remove our batches, plant events, or swap our
+subdirectory for one of its own. The directory's identity (device, inode) is checked again before each scan.
+
+What is read: only regular files of this user with one link, at most ``MAX_FILE_BYTES`` (the largest body the
+API takes: no legal batch is larger). Each is opened with ``O_NOFOLLOW | O_NONBLOCK`` and checked again with
+``fstat`` after opening, so a symlink (to a secret file), a FIFO (a read that blocks for ever), a device, a
+hard link or a huge sparse file put under a batch's name is never read, never counted against the size cap
+(which would evict real batches) and never evicted by it: it is *skipped*, left where it is, and reported once
+through ``take_skipped``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -30,9 +40,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from .events import MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST
+
 SUFFIX: Final = ".batch"
 LEASE: Final = ".lease-"
 LEASE_MAX_AGE_S: Final = 600.0  # no send holds a lease this long (requests time out far sooner)
+MAX_FILE_BYTES: Final = MAX_BODY_BYTES  # a batch file is a request's body: none larger can be legal
+MAX_SKIPPED: Final = 1000  # names remembered as skipped (each is reported once)
+RESCAN_S: Final = 1.0  # a write far below the cap trusts the last scan's total this long (see ``write``)
+_OPEN_FLAGS: Final = (
+    os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+)
 
 _process_token = secrets.token_hex(4)  # this process (renewed after fork): a lease's holder beside its pid
 
@@ -45,15 +63,44 @@ class SpoolFile:
     size: int
 
 
-def _parse(path: Path) -> tuple[str, int] | None:
+def _parse(name: str) -> tuple[str, int] | None:
     """(owner, count) from a spool file's name; None for names that are not ours."""
-    name = path.name.split(LEASE, 1)[0]
+    name = name.split(LEASE, 1)[0]
     if not name.endswith(SUFFIX):
         return None
     parts = name[: -len(SUFFIX)].split("-")
-    if len(parts) != 4 or not parts[3].isdigit():
+    if len(parts) != 4 or not parts[3].isdigit() or not 1 <= int(parts[3]) <= MAX_EVENTS_PER_REQUEST:
         return None
     return parts[2], int(parts[3])
+
+
+def _this_user() -> int | None:
+    return os.geteuid() if hasattr(os, "geteuid") else None
+
+
+def foreign(st: os.stat_result) -> str | None:
+    """Why a file is not a batch this user wrote (from its ``lstat``/``fstat``), or None when it may be one."""
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a file"
+        return kind
+    uid = _this_user()
+    if uid is not None and st.st_uid != uid:
+        return f"owned by uid {st.st_uid}"
+    if st.st_nlink != 1:
+        return "a hard link"
+    if st.st_size > MAX_FILE_BYTES:
+        return f"{st.st_size} bytes, more than any batch"
+    return None
+
+
+def _check_owner(path: Path, st: os.stat_result) -> None:
+    """A directory owned by another user (root aside) is refused: its owner could remove or plant files."""
+    uid = _this_user()
+    if uid is not None and st.st_uid not in (uid, 0):
+        raise PermissionError(
+            f"{path} is owned by uid {st.st_uid}, not by this user ({uid}) or root: refused (its owner could "
+            "remove our batches or plant events)"
+        )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -91,10 +138,10 @@ def private_dir(directory: Path) -> Path:
     """Where the files go (see the module docstring); creates what is missing. Raises ``OSError``."""
     if not directory.exists():
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return directory
     st = directory.stat()
     if not stat.S_ISDIR(st.st_mode):
         raise NotADirectoryError(f"{directory} is not a directory")
+    _check_owner(directory, st)
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         sub = directory / f"ces_logging-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
         sub.mkdir(mode=0o700, exist_ok=True)
@@ -118,14 +165,42 @@ class Spool:
         self._seq = 0
         self._lock = threading.Lock()
         self.dir = private_dir(self.requested)
+        st = self.dir.stat()
+        self._identity = (st.st_dev, st.st_ino)
+        self._skipped: dict[str, str] = {}  # name -> why, for every name skipped so far (bounded)
+        self._unreported: list[tuple[str, str]] = []
+        self._skip_lock = threading.Lock()  # not ``_lock``: a scan runs under it (``write``)
+        self._total = 0  # bytes on disk at the last scan (``_make_room``), plus this instance's writes since
+        self._scanned = -RESCAN_S  # monotonic time of that scan
 
     def __repr__(self) -> str:
         return f"Spool({str(self.dir)!r}, max_bytes={self.max_bytes})"
+
+    def _check_dir(self) -> None:
+        """The directory is still the one checked at construction: never one put in its place (``OSError``)."""
+        st = self.dir.stat()
+        if (st.st_dev, st.st_ino) != self._identity or not stat.S_ISDIR(st.st_mode):
+            raise PermissionError(f"{self.dir} was replaced by another directory or file: not used")
+        _check_owner(self.dir, st)
+
+    def _skip(self, name: str, why: str) -> None:
+        with self._skip_lock:
+            if name in self._skipped or len(self._skipped) >= MAX_SKIPPED:
+                return
+            self._skipped[name] = why
+            self._unreported.append((name, why))
+
+    def take_skipped(self) -> list[tuple[str, str]]:
+        """Files skipped since the last call, as (name, why): each name once."""
+        with self._skip_lock:
+            out, self._unreported = self._unreported, []
+        return out
 
     def renew_owner(self) -> None:
         """After fork: the child writes files of its own."""
         self.owner = secrets.token_hex(4)
         self._lock = threading.Lock()
+        self._skip_lock = threading.Lock()
 
     # --- writing -----------------------------------------------------------------------------------------
 
@@ -139,7 +214,14 @@ class Spool:
             name = f"{int(time.time() * 1000):013d}-{self._seq:06d}-{who}-{count}{SUFFIX}"
         tmp = self.dir / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
         with self._lock:  # room and write together: two threads must not both take the same room
-            evicted = self._make_room(len(data))
+            # A burst spilling to disk writes a file every few ms: scanning the directory for each would cost
+            # O(files) a write. Far below the cap, the last scan's total plus what was written since is used
+            # (another process's writes are seen at the next scan, within ``RESCAN_S``).
+            now = time.monotonic()
+            if self._total + len(data) <= self.max_bytes // 2 and now - self._scanned < RESCAN_S:
+                evicted = []
+            else:
+                evicted = self._make_room(len(data))
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "wb") as f:
@@ -147,6 +229,7 @@ class Spool:
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(tmp, self.dir / name)
+                self._total += len(data)
             except OSError:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
@@ -160,6 +243,7 @@ class Spool:
         ``release`` restores the cap."""
         files = self.files(include_leased=True)
         total = sum(f.size for f in files)
+        self._total, self._scanned = total, time.monotonic()
         evicted = []
         for f in files:  # oldest first
             if total + incoming <= self.max_bytes or (before is not None and f.path.name >= before):
@@ -170,23 +254,32 @@ class Spool:
                 f.path.unlink()
                 evicted.append(f)
                 total -= f.size
+        self._total = total
         return evicted
 
     # --- reading -----------------------------------------------------------------------------------------
 
     def files(self, *, include_leased: bool = False) -> list[SpoolFile]:
+        """The batch files, oldest first: only regular files of this user (``foreign``); others are skipped."""
+        self._check_dir()
         out = []
-        for p in self.dir.iterdir():
-            if LEASE in p.name and not include_leased:
-                continue
-            parsed = _parse(p)
-            if parsed is None:
-                continue
-            try:
-                size = p.stat().st_size
-            except FileNotFoundError:
-                continue
-            out.append(SpoolFile(p, parsed[0], parsed[1], size))
+        with os.scandir(self.dir) as it:
+            for entry in it:
+                name = entry.name
+                if LEASE in name and not include_leased:
+                    continue
+                parsed = _parse(name)
+                if parsed is None:
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                why = foreign(st)
+                if why is not None:
+                    self._skip(name, why)
+                    continue
+                out.append(SpoolFile(self.dir / name, parsed[0], parsed[1], st.st_size))
         out.sort(key=lambda f: f.path.name)
         return out
 
@@ -220,12 +313,13 @@ class Spool:
     def reclaim_stale_leases(self) -> int:
         """Leases whose holder is gone (or was an earlier process with this pid, or is too old) go back."""
         n = 0
-        for p in self.dir.iterdir():
+        for f in self.files(include_leased=True):
+            p = f.path
             if LEASE not in p.name:
                 continue
             base, _, holder = p.name.partition(LEASE)
             try:
-                mtime = p.stat().st_mtime
+                mtime = p.lstat().st_mtime
             except FileNotFoundError:
                 continue
             if self._stale(holder, mtime):
@@ -244,19 +338,53 @@ class Spool:
                 os.replace(f.path, leased)  # atomic; fails if another process renamed it first
             except FileNotFoundError:
                 continue
-            with contextlib.suppress(OSError):
-                os.utime(leased)  # the lease's age starts now
             lf = SpoolFile(leased, f.owner, f.count, f.size)
+            items: Any = None
             try:
-                items: Any = json.loads(leased.read_bytes())
+                items = json.loads(self._read(leased))
                 problem = check_items(items)
+            except _Foreign as e:  # swapped in between the scan and the rename: not ours, put back, skipped
+                with contextlib.suppress(OSError):
+                    os.replace(leased, f.path)
+                self._skip(f.path.name, str(e))
+                continue
             except (OSError, ValueError, RecursionError) as e:
-                items, problem = None, f"unreadable: {type(e).__name__}"
+                problem = f"unreadable: {type(e).__name__}"
             if problem is not None:
                 self.done(lf)
                 return lf, [], problem
             return lf, items, None
         return None
+
+    @staticmethod
+    def _read(path: Path) -> bytes:
+        """A leased file's bytes: opened without following a symlink and without blocking on a FIFO, then
+        checked by ``fstat`` (what was opened is what is read), at most ``MAX_FILE_BYTES``."""
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENXIO, errno.EMLINK):  # a symlink; a FIFO's other end absent
+                raise _Foreign("a symlink" if e.errno != errno.ENXIO else "a FIFO") from None
+            raise
+        try:
+            why = foreign(os.fstat(fd))
+            if why is not None:
+                raise _Foreign(why)
+            with contextlib.suppress(OSError):
+                os.utime(fd)  # the lease's age starts now
+            parts = []
+            total = 0
+            while total <= MAX_FILE_BYTES:
+                chunk = os.read(fd, min(1 << 20, MAX_FILE_BYTES + 1 - total))
+                if not chunk:
+                    break
+                parts.append(chunk)
+                total += len(chunk)
+            if total > MAX_FILE_BYTES:
+                raise _Foreign("larger than any batch")
+            return b"".join(parts)
+        finally:
+            os.close(fd)
 
     def done(self, f: SpoolFile) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -276,6 +404,10 @@ class Spool:
             with contextlib.suppress(FileNotFoundError):
                 os.replace(f.path, f.path.with_name(base))
         return evicted
+
+
+class _Foreign(Exception):
+    """A file under a batch's name that this user did not write as one (its text says why)."""
 
 
 def reset_after_fork() -> None:

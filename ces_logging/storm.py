@@ -15,9 +15,12 @@ takes records from the buffer (``StormControl.admit``). So the buffer stays the 
 other until the worker takes it.
 
 Accounting: a folded record stays *in flight* (queued) until its summary's outcome: delivered, its records
-count as ``folded``; dropped, they count as dropped with the summary's reason. Each summary goes in a request of
-its own (``worker.FoldLedger``), so that the count it carries is exact whatever happens to the request, and it
-never goes to the spool (a spool file knows how many events it holds, not how many records each stands for).
+count as ``folded``; dropped, they count as dropped with the summary's reason. Summaries ride in batches with the
+other events (a request each would cost as many requests as the burst saved); the batch's ``worker.Ledger`` knows
+which of its events are summaries and how many records each stands for, so the count is exact whatever happens
+to the request, in the halves of a batch split to isolate a rejected item too. A summary never goes to the spool
+(a spool file knows how many events it holds, not how many records each stands for): with the service down,
+the other events of its batch go to disk and the summaries retry in memory.
 Hence ``sent + dropped + queued + folded == received``.
 
 Windows follow the records' own times (``record.created``), so a worker that is behind (an outage) still groups

@@ -19,7 +19,12 @@ POST. This module keeps what ``requests`` gave the hot path and nothing else:
 - The total deadline (``deadline.py``): every socket of the exchange is cut when the deadline passes, so a
   server that trickles bytes cannot hold a sender past ``timeout``.
 - The error model: a non-2xx answer is handed back as (status, body, headers) for ``CESError.from_response``;
-  a transport failure becomes ``TransportFailure`` with a text that names the failure, never a header value.
+  a transport failure becomes ``TransportFailure`` with a text that names the failure, never a header value;
+  a certificate that does not verify becomes ``CertificateFailure`` (a configuration problem, not an outage).
+- What ``requests`` does with an answer and a URL: a gzip or deflate body is decoded (some gateways compress
+  whatever ``Accept-Encoding`` says), a body longer than ``MAX_BODY`` is cut there (the connection is then not
+  reused: nothing in an answer to a POST of events needs more), and the endpoint's path is percent-encoded as
+  ``requests.utils.requote_uri`` does (``requote_path``), so that a prefix with a space still makes a request.
 
 Connections are kept alive, in a small pool (one per sender thread at a time). A pooled connection that the
 server has closed meanwhile is noticed before use (it is readable: EOF) and replaced, as ``urllib3`` does. A
@@ -35,16 +40,51 @@ import os
 import socket
 import ssl
 import threading
+import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from urllib3.util.wait import wait_for_read
 
 from .deadline import total_deadline, watch
-from .errors import TransportFailure
+from .errors import CertificateFailure, TransportFailure
 
 MAX_IDLE = 8  # pooled idle connections kept (one per sender; the throttle allows a few senders)
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def requote_path(path: str) -> str:
+    """A URL path percent-encoded as ``requests.utils.requote_uri`` does: escapes of unreserved characters
+    decoded, every other escape kept, anything unsafe (a space, non-ASCII) encoded; a ``%`` that starts no
+    escape is itself encoded. So the hot POST goes to (and is signed for) the path ``requests`` would use."""
+    parts = path.split("%")
+    out = [parts[0]]
+    for part in parts[1:]:
+        h = part[:2]
+        if len(h) < 2 or not set(h) <= _HEX:
+            return quote(path, safe="!#$&'()*+,/:;=?@[]~")  # a stray %: encoded too, as requests does
+        c = chr(int(h, 16))
+        out.append(c + part[2:] if c in _UNRESERVED else "%" + part)
+    return quote("".join(out), safe="!#$%&'()*+,/:;=?@[]~")
+
+
+def certificate_problem(exc: BaseException) -> str | None:
+    """The words of a certificate verification failure anywhere in ``exc``'s chain (``requests`` wraps it in
+    urllib3's errors), e.g. "certificate has expired"; None when it is no such failure."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return str(e.verify_message or e.reason or "verification failed")
+        todo.extend([e.__cause__, e.__context__, getattr(e, "reason", None), *e.args])
+    return None
 
 
 def tls_context(verify: bool | str) -> ssl.SSLContext:
@@ -189,7 +229,11 @@ class FastPost:
                     self._give_back(sock)
                 else:
                     sock.close()
-                return status, data, answer
+                return status, decode_body(data, answer.get("content-encoding", "")), answer
+        except TransportFailure:
+            raise
+        except ssl.SSLCertVerificationError as e:
+            raise CertificateFailure(str(e.verify_message or e.reason or "verification failed")) from None
         except Exception as e:
             raise TransportFailure(describe(e)) from None
 
@@ -199,7 +243,26 @@ class ProtocolError(ConnectionError):
 
 
 MAX_HEAD = 65_536
-MAX_BODY = 8 << 20  # an answer to a POST of events is an array of ids: far smaller
+MAX_BODY = 8 << 20  # an answer to a POST of events is an array of ids: far smaller; longer ones are cut
+
+
+def decode_body(data: bytes, encoding: str) -> bytes:
+    """A body in its ``Content-Encoding`` undone (gzip, deflate: zlib's or raw, as ``urllib3`` reads it), at
+    most ``MAX_BODY`` bytes of it (a small answer can unpack to gigabytes). Any other coding is left as it is
+    (the caller finds no JSON in it)."""
+    codings = [c.strip().lower() for c in encoding.split(",") if c.strip() and c.strip().lower() != "identity"]
+    for coding in reversed(codings):  # the last one applied is undone first
+        if coding in ("gzip", "x-gzip"):
+            wbits = 16 + zlib.MAX_WBITS
+        elif coding == "deflate":
+            wbits = zlib.MAX_WBITS if data[:1] == b"\x78" else -zlib.MAX_WBITS  # zlib's wrapper, or raw
+        else:
+            return data
+        try:
+            data = zlib.decompressobj(wbits).decompress(data, MAX_BODY)
+        except zlib.error:
+            raise TransportFailure(f"ConnectionError: the answer's {coding} body is corrupt") from None
+    return data
 
 
 class _Reader:
@@ -248,8 +311,6 @@ class _Reader:
             lines.append(line.decode("latin-1"))
 
     def exactly(self, n: int) -> bytes:
-        if n > MAX_BODY:
-            raise ProtocolError("the answer's body is too long")
         while len(self.buf) < n:
             if not self._more():
                 raise ProtocolError("the connection closed before a complete answer")
@@ -258,10 +319,10 @@ class _Reader:
         return out
 
     def to_end(self) -> bytes:
-        while self._more():
-            if len(self.buf) > MAX_BODY:
-                raise ProtocolError("the answer's body is too long")
-        out = bytes(self.buf)
+        """The rest of the connection, at most ``MAX_BODY`` bytes of it (the connection is then done with)."""
+        while len(self.buf) <= MAX_BODY and self._more():
+            pass
+        out = bytes(self.buf[:MAX_BODY])
         self.buf.clear()
         return out
 
@@ -308,15 +369,20 @@ def exchange(sock: socket.socket, request: bytes) -> tuple[int, bytes, dict[str,
             if size == 0:
                 r.head()  # trailers, up to the empty line
                 break
+            if total + size > MAX_BODY:  # cut: the rest is not read, the connection not reused
+                parts.append(r.exactly(min(size, MAX_BODY - total)))
+                return status, b"".join(parts), CaseInsensitiveHeaders(headers), False
             total += size
             parts.append(r.exactly(size))
-            if r.line(2) or total > MAX_BODY:
+            if r.line(2):
                 raise ProtocolError("a malformed chunked body")
         body = b"".join(parts)
     elif "content-length" in headers:
         n = headers["content-length"].split(",")[0].strip()
         if not n.isdigit():
             raise ProtocolError("a malformed Content-Length")
+        if int(n) > MAX_BODY:  # cut: the rest is not read, the connection not reused
+            return status, r.exactly(MAX_BODY), CaseInsensitiveHeaders(headers), False
         body = r.exactly(int(n))
     else:
         body, keep = r.to_end(), False

@@ -25,12 +25,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, ClassVar, Final, Protocol
+from typing import Any, Final, Protocol
 
 from . import notice
 from .buffer import RecordBuffer, Wakeup
 from .client import CESClient
-from .errors import CESAuthError, CESError, CESValidationError
+from .errors import CESAuthError, CESEndpointError, CESError, CESValidationError
 from .events import now_ms, sendable
 from .mapping import Event as BuiltEvent
 from .mapping import encode_batch, event_time
@@ -91,6 +91,7 @@ class WorkerStats:
         self.recovered_dropped: Counter[str] = Counter()
         self.abandoned = False  # the process's grace period ended: what was in flight is counted as lost
         self.folded = 0  # records that a delivered storm summary stands for (storm.py)
+        self.spool_skipped = 0  # files in the spool that are not batches this user wrote (spool.foreign)
         # What the flush waiters wait for: (settled [+ spooled] to reach, whether spooled counts). A change
         # wakes them only when one is reached, not on each of a burst's hundreds of batches: a waiter woken per
         # batch costs the app's thread a wake-up, a GIL hand-over and a recount each time.
@@ -141,7 +142,8 @@ class WorkerStats:
                 return
             self.in_flight += n
 
-    def add_sent(self, n: int, kind: str) -> None:
+    def add_sent(self, n: int, kind: str, folded: int = 0) -> None:
+        """A batch delivered: ``n`` events, and storm summaries standing for ``folded`` records (storm.py)."""
         with self.cond:
             if kind == "memory" and self.abandoned:
                 return
@@ -149,10 +151,11 @@ class WorkerStats:
                 self.recovered_sent += n
             else:
                 self.sent += n
+                self.folded += folded
                 if kind == "own":
                     self.spooled -= n
                 else:
-                    self.in_flight -= n
+                    self.in_flight -= n + folded
             self.batches += 1
             self._changed()
 
@@ -189,16 +192,6 @@ class WorkerStats:
             self.sent += n
             self._changed()
 
-    def add_folded(self, n: int) -> None:
-        """A storm summary standing for ``n`` records was delivered (storm.py)."""
-        with self.cond:
-            if self.abandoned:
-                return
-            self.in_flight -= n
-            self.folded += n
-            self.batches += 1
-            self._changed()
-
     def add_retry(self) -> None:
         with self.cond:
             self.retries += 1
@@ -206,20 +199,51 @@ class WorkerStats:
 
 class Ledger:
     """Where a batch's items came from, and so how their outcome is counted: from this handler's buffer
-    (``memory``), from its own spool files (``own``), or recovered from someone else's (``recovered``)."""
+    (``memory``), from its own spool files (``own``), or recovered from someone else's (``recovered``).
 
-    __slots__ = ("kind", "owner", "stats")
-    spoolable: ClassVar[bool] = True
+    A batch from memory may carry storm summaries (storm.py) among its events: ``weights`` maps each summary
+    (by ``id``, the very object in the batch, in its halves too) to the records it stands for. Delivered, those
+    records count as ``folded``; dropped, as dropped with the batch's reason. So the count a summary carries is
+    exact whatever happens to its request. A batch with summaries is never spooled (a spool file counts events,
+    not the records each stands for): it retries in memory."""
 
-    def __init__(self, stats: WorkerStats, kind: str, owner: str | None) -> None:
+    __slots__ = ("kind", "owner", "stats", "weights")
+
+    def __init__(self, stats: WorkerStats, kind: str, owner: str | None, weights: dict[int, int] | None = None) -> None:
         self.stats = stats
         self.kind = kind
         self.owner = owner
+        self.weights = weights
 
-    def sent(self, n: int) -> None:
-        self.stats.add_sent(n, self.kind)
+    @property
+    def spoolable(self) -> bool:
+        return not self.weights
+
+    def _split(self, events: list[Event]) -> tuple[int, int]:
+        """(plain events, records the summaries among ``events`` stand for)."""
+        weights = self.weights
+        if not weights:
+            return len(events), 0
+        plain = folded = 0
+        for e in events:
+            w = weights.get(id(e))
+            if w is None:
+                plain += 1
+            else:
+                folded += w
+        return plain, folded
+
+    def sent(self, events: list[Event]) -> None:
+        plain, folded = self._split(events)
+        self.stats.add_sent(plain, self.kind, folded)
+
+    def lost(self, reason: str, events: list[Event]) -> None:
+        """``events`` of this batch dropped as ``reason`` (a summary: every record it stands for)."""
+        plain, folded = self._split(events)
+        self.stats.add_dropped(reason, plain + folded, self.kind)
 
     def dropped(self, reason: str, n: int) -> None:
+        """``n`` items that are no summary (build failures, spool files) dropped as ``reason``."""
         self.stats.add_dropped(reason, n, self.kind)
 
     def spooled(self, n: int) -> None:
@@ -227,20 +251,14 @@ class Ledger:
             self.stats.add_spooled(n)
 
 
-class FoldLedger(Ledger):
-    """A batch of one storm summary (storm.py), standing for ``weight`` records: delivered, they count as
-    ``folded``; dropped, as dropped with the reason. Never spooled: a spool file counts events, not the records
-    each stands for."""
+class SummaryBuild(Ledger):
+    """Building one storm summary standing for ``weight`` records: if it cannot be built, they all go."""
 
     __slots__ = ("weight",)
-    spoolable: ClassVar[bool] = False
 
     def __init__(self, stats: WorkerStats, weight: int) -> None:
         super().__init__(stats, "memory", None)
         self.weight = weight
-
-    def sent(self, n: int) -> None:
-        self.stats.add_folded(n * self.weight)
 
     def dropped(self, reason: str, n: int) -> None:
         self.stats.add_dropped(reason, n * self.weight, "memory")
@@ -310,6 +328,9 @@ class Worker:
         self._probing = False  # one spooled file in flight while the service is down
         self._probe_attempt = 0
         self._next_probe = 0.0
+        # Storm summaries built and waiting to ride in the next batch (batcher thread only), with the records
+        # each stands for: with the other events, they cost no request of their own.
+        self._summaries: list[tuple[Event, int]] = []
 
     # --- life cycle ------------------------------------------------------------------------------------------
 
@@ -394,9 +415,10 @@ class Worker:
             batch = self._build_all(items, Ledger(self.stats, "memory", None))
             self._park(batch, Ledger(self.stats, "memory", self._owner()), None, "shutdown")
         if self.fold is not None:
-            for item, weight in self.fold.due(time.time(), urgent=True):
-                ledger = FoldLedger(self.stats, weight)
-                self._park(self._build_all([item], ledger), ledger, None, "shutdown")
+            self._summaries += self._build_summaries(self.fold.due(time.time(), urgent=True))
+        while self._summaries:
+            pairs, self._summaries = self._summaries[: self.batch_size], self._summaries[self.batch_size :]
+            self._park([e for e, _ in pairs], self._summary_ledger(pairs), None, "shutdown")
         with self._lock:
             inboxes = [inbox for _, inbox in self._senders]
         for inbox in inboxes:
@@ -419,7 +441,8 @@ class Worker:
                 self.wakeup.clear()
                 urgent = self._remaining() is not None or self._flush_requested
                 if self.fold is not None:
-                    self._send_summaries(urgent)
+                    closed = self.fold.due(time.time(), urgent, bool(self.buffer.items))
+                    self._summaries += self._build_summaries(closed)
                 waiting = len(self.buffer.items)
                 if waiting:
                     now = time.monotonic()
@@ -433,6 +456,9 @@ class Worker:
                         continue
                 else:
                     first_seen = None
+                    if self._summaries:  # no record to ride with: they go on their own
+                        self._take_and_dispatch()
+                        continue
                 if self._spool_due() and self._send_one_spooled():
                     continue
                 if first_seen is not None:
@@ -475,31 +501,41 @@ class Worker:
 
     def _idle(self) -> bool:
         """Nothing in memory, nothing in flight, and nothing of ours on disk that could go now."""
-        if self.buffer.items or self.stats.in_flight:
+        if self.buffer.items or self.stats.in_flight or self._summaries:
             return False
         return not (self._spool_backlog and not self._outage and self.spool is not None)
 
     def _take_and_dispatch(self) -> None:
-        items = self.buffer.take(self.batch_size, self.sizes)
-        if not items:
-            return
-        self.stats.taken(len(items))
-        if self.fold is not None:  # storm control: the folded ones stay in flight until their summary's outcome
-            items = self.fold.admit(items)
-        ledger = Ledger(self.stats, "memory", self._owner())
-        batch = self._build_all(items, ledger)
+        """One batch: the storm summaries waiting (oldest first), then records from the buffer. With storm
+        control, records the batch folds leave room that more records fill, so folding never makes more
+        requests than sending every record would."""
+        pairs, self._summaries = self._summaries[: self.batch_size], self._summaries[self.batch_size :]
+        ledger = self._summary_ledger(pairs)
+        batch = [e for e, _ in pairs]
+        for _ in range(self.batch_size):  # bounded: each round takes records, or ends
+            room = self.batch_size - len(batch)
+            items = self.buffer.take(room, self.sizes) if room > 0 else []
+            if not items:
+                break
+            self.stats.taken(len(items))
+            if self.fold is not None:  # storm control: the folded ones stay in flight until their summary's outcome
+                items = self.fold.admit(items)
+            batch += self._build_all(items, ledger)
+            if self.fold is None:
+                break  # nothing folded: the one take filled the batch or emptied the buffer
         if batch:
             self._dispatch(batch, ledger)
 
-    def _send_summaries(self, urgent: bool) -> None:
-        """Storm summaries whose window closed (all pending ones on a flush, a deadline, a stop), each in a
-        batch of its own so that the count it carries is exact (storm.py)."""
-        fold = self.fold
-        for item, weight in fold.due(time.time(), urgent, bool(self.buffer.items)) if fold is not None else ():
-            ledger = FoldLedger(self.stats, weight)
-            batch = self._build_all([item], ledger)
-            if batch:
-                self._dispatch(batch, ledger)
+    def _build_summaries(self, due: list[tuple[Any, int]]) -> list[tuple[Event, int]]:
+        """Storm summaries whose window closed (all pending ones on a flush, a deadline, a stop), built, with
+        the records each stands for; they ride in the next batch (``_take_and_dispatch``)."""
+        out: list[tuple[Event, int]] = []
+        for item, weight in due:
+            out.extend((e, weight) for e in self._build_all([item], SummaryBuild(self.stats, weight)))
+        return out
+
+    def _summary_ledger(self, pairs: list[tuple[Event, int]]) -> Ledger:
+        return Ledger(self.stats, "memory", self._owner(), {id(e): w for e, w in pairs} or None)
 
     def _owner(self) -> str | None:
         return self.spool.owner if self.spool is not None else None
@@ -539,8 +575,15 @@ class Worker:
         out of the buffer at once and no batch waits in a second sender for the first one's slot. Each sender
         still asks the throttle for a slot before every attempt (several handlers share it)."""
         spill = self.buffer.over(1.0)
-        if leased is None and (self._outage or self._spool_backlog or spill) and self._to_spool(batch, ledger):
-            return
+        if leased is None and (self._outage or self._spool_backlog or spill):
+            weights = ledger.weights
+            if not weights:
+                if self._to_spool(batch, ledger):
+                    return
+            else:  # the events to disk; the summaries stay out of it (storm.py) and go to a sender
+                plain = [e for e in batch if id(e) not in weights]
+                if plain and self._to_spool(plain, Ledger(self.stats, "memory", ledger.owner)):
+                    batch = [e for e in batch if id(e) in weights]
         job = Job(batch, ledger, leased)
         with self._sender_cond:
             while True:
@@ -558,10 +601,20 @@ class Worker:
                     self._senders.append((t, inbox))
                     t.start()
                     return
+                # Every sender busy (a slow service) and the buffer filling behind this batch: with a spool, it
+                # waits on disk rather than here, so that the buffer drains before it overflows (``queue_full``).
+                # A write takes a few ms under this lock: a sender that ends its send waits that long to say so.
+                if ledger.spoolable and self.buffer.over(0.5):
+                    if leased is None and self._to_spool(batch, ledger):
+                        return
+                    if leased is not None and self._park(batch, ledger, leased, None):  # back to its file, for later
+                        self._probing = False
+                        return
                 left = self._remaining()
                 if left is not None and left <= 0:
                     break
-                self._sender_cond.wait(0.25 if left is None else min(0.25, left))
+                step = 0.25 if self.spool is None else 0.05  # with a spool, the buffer's growth is watched too
+                self._sender_cond.wait(step if left is None else min(step, left))
                 self._report_refused()  # every sender busy (an outage without a spool): drops are still said
         self._park(batch, ledger, leased, "shutdown")
 
@@ -607,7 +660,7 @@ class Worker:
                     self._send_with_retries(job.batch, job.ledger, job.leased)
                 except BaseException as e:  # a bug (or a library's BaseException): count the batch, go on
                     self._say("send-bug", f"unexpected error while sending: {type(e).__name__}: {e}")
-                    job.ledger.dropped("error", len(job.batch))
+                    job.ledger.lost("error", job.batch)
                 finally:
                     with self._sender_cond:
                         self._idle_inboxes.append(inbox)
@@ -627,7 +680,7 @@ class Worker:
             return batch
         fresh = [e for e, t in zip(batch, times, strict=True) if sendable(t)]
         if len(fresh) < len(batch):
-            ledger.dropped("too_old", len(batch) - len(fresh))
+            ledger.lost("too_old", [e for e, t in zip(batch, times, strict=True) if not sendable(t)])
             self._say("too_old", f"{len(batch) - len(fresh)} event(s) dropped: older than the service accepts (1 h)")
         return fresh
 
@@ -645,10 +698,13 @@ class Worker:
                 while not slot:
                     retried = attempt > 0
                     got = self._slot(
-                        lambda retried=retried: leased is None  # type: ignore[misc]
-                        and (self._outage or retried)
-                        and self.spool is not None
-                        and self._spool_usable()
+                        lambda retried=retried: (
+                            leased is None  # type: ignore[misc]
+                            and ledger.spoolable
+                            and (self._outage or retried)
+                            and self.spool is not None
+                            and self._spool_usable()
+                        )
                     )
                     if got is None:  # the service went down while this batch waited: to disk, behind the rest
                         if self._park(batch, ledger, None, None):
@@ -679,13 +735,21 @@ class Worker:
                     self._isolate_rejected(batch, e, ledger)
                     self._spool_done(leased)
                     return
+                except CESEndpointError as e:  # a redirect, a certificate that does not verify: configuration
+                    self.throttle.release(True)
+                    slot = False
+                    self._spool_done(leased)
+                    # said before counted: a flush that sees the drop finds the line already written
+                    self._say("config", f"{len(batch)} event(s) dropped, the endpoint is misconfigured: {e}")
+                    ledger.lost("config", batch)
+                    return
                 except CESAuthError as e:
                     self.throttle.release(True)
                     slot = False
                     auth_failures += 1
                     if auth_failures >= AUTH_ATTEMPTS or e.status == 403:
                         self._spool_done(leased)
-                        ledger.dropped("auth", len(batch))
+                        ledger.lost("auth", batch)
                         self._say("auth", f"credentials refused, {len(batch)} event(s) dropped: {e}")
                         return
                     self.stats.add_retry()
@@ -718,7 +782,7 @@ class Worker:
                 except Exception as e:  # a bug (ours or a library's): never loop on it
                     self.throttle.release(True)
                     slot = False
-                    ledger.dropped("error", len(batch))
+                    ledger.lost("error", batch)
                     self._say("send-bug", f"unexpected error while sending: {type(e).__name__}: {e}")
                     self._spool_done(leased)
                     return
@@ -727,7 +791,7 @@ class Worker:
                     slot = False
                     # The file goes before the count: a flush that sees the batch sent finds its file gone.
                     self._spool_done(leased)
-                    ledger.sent(len(batch))
+                    ledger.sent(batch)
                     if self._outage:
                         self._outage = False
                         self._next_probe = 0.0
@@ -749,7 +813,7 @@ class Worker:
         """A 400 names the request, not always the item: split the batch in halves until the bad items are
         alone, drop those as ``rejected`` and deliver the rest."""
         if len(batch) == 1 or err.status in (404,):
-            ledger.dropped("rejected", len(batch))
+            ledger.lost("rejected", batch)
             self._say("rejected", f"service refused {len(batch)} event(s): {err}")
             return
         mid = len(batch) // 2
@@ -765,7 +829,9 @@ class Worker:
         """A spool operation; a disk problem (full, read-only) means memory only for a while, with one line;
         the spool is tried again later, and what it already holds is still read and delivered."""
         try:
-            return fn(*args)
+            out = fn(*args)
+            self._note_skipped()
+            return out
         except OSError as e:
             self._say(
                 "spool-error",
@@ -774,6 +840,22 @@ class Worker:
             )
             self._spool_broken_until = time.monotonic() + SPOOL_RETRY_S
             return None
+
+    def _note_skipped(self) -> None:
+        """Files the spool skipped (a symlink, a FIFO, another user's, too large): counted, said once."""
+        spool = self.spool
+        skipped = spool.take_skipped() if spool is not None else []
+        if not skipped:
+            return
+        with self.stats.cond:
+            self.stats.spool_skipped += len(skipped)
+        name, why = skipped[0]
+        more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
+        self._say(
+            "spool-skipped",
+            f"spool at {getattr(spool, 'dir', '?')}: {name} ({why}){more} skipped, not read: not a batch this "
+            "user wrote",
+        )
 
     def _to_spool(self, batch: list[Event], ledger: Ledger) -> bool:
         """Write a batch to disk; True when it is there. The size cap may push out the oldest files: their
@@ -814,7 +896,7 @@ class Worker:
         if self._to_spool(batch, ledger):
             return True
         if reason is not None:
-            ledger.dropped(reason, len(batch))  # "shutdown": the handler says it, in one line (_report_left)
+            ledger.lost(reason, batch)  # "shutdown": the handler says it, in one line (_report_left)
         return False
 
     def _spool_done(self, leased: SpoolFile | None) -> None:
