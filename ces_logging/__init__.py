@@ -3,10 +3,18 @@
 import logging, ces_logging
 ces_logging.configure()          # reads CES_ENDPOINT / CES_REGION, CES_PROJECT_ID and credentials
 logging.getLogger("shop").error("payment failed")   # -> a Major, incident event "shop"
+
+Importing the package is cheap: the HTTP stack (requests, urllib3, ssl) and python-json-logger are loaded when
+first needed (a handler that will send, a JSON formatter, a CLI command), never by ``import ces_logging`` or by
+a ``configure()`` that finds nothing configured. Every process pays its imports when it starts (each
+``manage.py`` command, each CLI call, each serverless cold start). So the names that need the HTTP stack are
+exported lazily, by ``__getattr__`` below; for a type checker they are ordinary imports.
 """
 
-from .auth import AKSKAuth, IAMPasswordTokenProvider, MetadataCredentialsProvider, TokenAuth
-from .client import CESClient, EventDetailPage, ReportedEvent
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     CESAuthError,
     CESEndpointError,
@@ -18,11 +26,47 @@ from .errors import (
     ConfigError,
     is_retryable,
 )
-from .events import CustomEvent, Dimension, EventRecord
 from .factory import configure, handler_factory
-from .handler import CESHandler, HandlerStats
+from .handler import CESHandler
+from .serverless import deliver_before_return, invocation
+
+if TYPE_CHECKING:
+    from .auth import AKSKAuth, IAMPasswordTokenProvider, MetadataCredentialsProvider, TokenAuth
+    from .client import CESClient, EventDetailPage, ReportedEvent
+    from .model import CustomEvent, Dimension, EventRecord, HandlerStats
 
 __version__ = "0.2.0"
+
+# name -> the module that defines it, imported on first use (the HTTP stack; dataclasses, which load inspect)
+_LAZY = {
+    "AKSKAuth": "auth",
+    "IAMPasswordTokenProvider": "auth",
+    "MetadataCredentialsProvider": "auth",
+    "TokenAuth": "auth",
+    "CESClient": "client",
+    "EventDetailPage": "client",
+    "ReportedEvent": "client",
+    "CustomEvent": "model",
+    "Dimension": "model",
+    "EventRecord": "model",
+    "HandlerStats": "model",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # the next access is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "AKSKAuth",
@@ -47,6 +91,8 @@ __all__ = [
     "TokenAuth",
     "__version__",
     "configure",
+    "deliver_before_return",
     "handler_factory",
+    "invocation",
     "is_retryable",
 ]

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from .context import MAX_CONTEXT_RECORDS, ContextKeeper
 from .errors import ConfigError
 from .storm import StormControl, parse_storm_control
 
 
-@dataclass(frozen=True)
 class AlarmOptions:
-    storm: tuple[int, float] | None
-    context: ContextKeeper | None
-    event_level: int
+    __slots__ = ("context", "event_level", "storm")
+
+    def __init__(self, storm: tuple[int, float] | None, context: ContextKeeper | None, event_level: int) -> None:
+        self.storm = storm
+        self.context = context
+        self.event_level = event_level
 
     @classmethod
     def parse(

@@ -16,14 +16,17 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from urllib.parse import urlsplit
 
 from . import __version__
-from .client import CESClient
 from .config import REGIONS, is_loopback
 from .errors import CESAuthError, CESError, CESTransportError, ConfigError
-from .events import EVENT_NAME, EVENT_TYPE_CUSTOM, LEVELS, STATES, SUB_EVENT_TYPES, EventRecord, now_ms
+from .events import EVENT_NAME, EVENT_TYPE_CUSTOM, LEVELS, STATES, SUB_EVENT_TYPES, now_ms
+
+if TYPE_CHECKING:  # the HTTP stack loads for a command that talks to the service, not for --help
+    from .client import CESClient
+    from .model import EventRecord
 
 EXAMPLES = {
     "emulator": "ces-logging emulator --port 8765 --db ces.db",
@@ -64,6 +67,8 @@ def parse_time(value: str, now: datetime | None = None) -> int:
 
 
 def _client(args: argparse.Namespace) -> CESClient:
+    from .client import CESClient
+
     return CESClient(
         args.project_id,
         region=args.region,

@@ -37,7 +37,8 @@ from .errors import (
     one_line,
     transport_error_text,
 )
-from .events import EVENT_TYPE_CUSTOM, MAX_EVENTS_PER_REQUEST, QUERY_MAX_LIMIT, CustomEvent, EventRecord
+from .events import EVENT_TYPE_CUSTOM, MAX_EVENTS_PER_REQUEST, QUERY_MAX_LIMIT
+from .model import CustomEvent, EventRecord
 from .transport import FastPost, certificate_problem, requote_path
 
 USER_AGENT = "ces-logging/0.2"

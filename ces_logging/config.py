@@ -7,11 +7,9 @@ imported by ``handler.py``, so it imports no handler. Every check here runs at c
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from typing import Final
-from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .events import PROJECT_ID
@@ -45,6 +43,8 @@ def env_first(env: Mapping[str, str], *names: str) -> str | None:
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
+    import ipaddress  # here, as urllib.parse below: only a handler that sends needs them
+
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
@@ -77,6 +77,8 @@ def resolve_endpoint(
 
 
 def check_endpoint(endpoint: str, *, allow_insecure: bool = False) -> str:
+    from urllib.parse import urlsplit
+
     parts = urlsplit(endpoint.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"endpoint {endpoint!r} must be an http:// or https:// URL with a host")

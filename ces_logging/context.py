@@ -29,7 +29,6 @@ import sys
 import threading
 import time
 from contextvars import ContextVar
-from datetime import datetime, timezone
 from typing import Any, Final
 
 from .buffer import Tally
@@ -128,6 +127,8 @@ def _attach_text(text: str, lines: tuple[Line, ...]) -> str:
 
 
 def _attach_json(text: str, lines: tuple[Line, ...]) -> str:
+    from datetime import datetime, timezone  # JSON content with context only: not worth every import's cost
+
     try:
         obj = json.loads(text)
     except ValueError:

@@ -6,7 +6,6 @@ Retry policy is the caller's; ``is_retryable`` and ``retry_after`` give it what 
 
 from __future__ import annotations
 
-import email.utils
 import json
 import re
 import time
@@ -177,6 +176,8 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
+    import email.utils  # an HTTP date: rare (most services send seconds), and the email package is not small
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

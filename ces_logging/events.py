@@ -6,6 +6,9 @@ refuse). A rule that changes here changes both sides at once.
 
 Sources: ``report-events.txt`` and ``query-event-detail.txt`` (the API pages) and ``NOTES.md``. Where the
 sources disagree the safe (narrower) reading is taken, and the place says so.
+
+The typed model (``CustomEvent``, ``Dimension``, ``EventRecord``) is in ``model.py``: dataclasses, which load
+``inspect``; the handler's path never needs them. They are still found here by their old names.
 """
 
 from __future__ import annotations
@@ -13,8 +16,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 # --- enums -------------------------------------------------------------------------------------------------
 
@@ -89,11 +91,25 @@ class TextRule:
         self.min_len = min_len
         self.max_len = max_len
         self.describe = describe
-        head = f"[{first}]" if first is not None else ""
-        body = f"[{allowed}]*" if allowed is not None else ".*"
-        self._full = re.compile(f"{head}{body}", re.DOTALL)
-        self._bad = re.compile(f"[^{allowed}]") if allowed is not None else None
-        self._first = re.compile(f"[{first}]") if first is not None else None
+        self._allowed = allowed
+        self._first_allowed = first
+        # Compiled on first use: a dozen rules' patterns are a few milliseconds that ``import ces_logging``
+        # would pay in every process, and most rules are never used in most processes.
+        self._patterns: tuple[re.Pattern[str], re.Pattern[str] | None, re.Pattern[str] | None] | None = None
+
+    def _compiled(self) -> tuple[re.Pattern[str], re.Pattern[str] | None, re.Pattern[str] | None]:
+        """(the whole value, a character outside the set, the first character), compiled once."""
+        patterns = self._patterns
+        if patterns is None:
+            allowed, first = self._allowed, self._first_allowed
+            head = f"[{first}]" if first is not None else ""
+            body = f"[{allowed}]*" if allowed is not None else ".*"
+            patterns = self._patterns = (
+                re.compile(f"{head}{body}", re.DOTALL),
+                re.compile(f"[^{allowed}]") if allowed is not None else None,
+                re.compile(f"[{first}]") if first is not None else None,
+            )
+        return patterns
 
     def __repr__(self) -> str:
         return f"TextRule({self.field!r})"
@@ -109,15 +125,16 @@ class TextRule:
             if self.min_len == self.max_len:
                 return f"must be {self.max_len} characters, got {n}"
             return f"must be {self.min_len} to {self.max_len} characters, got {n}"
-        if n and not self._full.fullmatch(value):
+        if n and not self._compiled()[0].fullmatch(value):
             return f"has characters outside the allowed set ({self.describe})"
         return None
 
     def sanitise(self, value: str, replacement: str = "_") -> str | None:
         value = _SURROGATE.sub("?", value)  # as safe_text does
-        if self._bad is not None:
-            value = self._bad.sub(replacement, value)
-        if self._first is not None and value and not self._first.match(value):
+        _, bad, first = self._compiled()
+        if bad is not None:
+            value = bad.sub(replacement, value)
+        if first is not None and value and not first.match(value):
             value = "L" + value  # a letter in front keeps the rest readable
         value = value[: self.max_len]
         if len(value) < self.min_len or self.check(value) is not None:
@@ -442,89 +459,21 @@ def validate_query(params: Mapping[str, str]) -> tuple[dict[str, Any], list[str]
     return out, problems
 
 
-# --- the typed model ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Dimension:
-    name: str
-    value: str
-
-
-@dataclass(frozen=True)
-class CustomEvent:
-    """One custom event as the report API takes it. ``to_api()`` gives the JSON-ready dict."""
-
-    event_name: str
-    event_source: str
-    time: int
-    content: str | None = None
-    event_level: str | None = None
-    event_state: str | None = None
-    event_user: str | None = None
-    resource_id: str | None = None
-    resource_name: str | None = None
-    group_id: str | None = None
-    event_type: str = EVENT_TYPE_CUSTOM
-    sub_event_type: str | None = SUB_EVENT_CUSTOM
-    dimensions: tuple[Dimension, ...] = field(default_factory=tuple)
-
-    def to_api(self) -> dict[str, Any]:
-        detail: dict[str, Any] = {"event_type": self.event_type}
-        for name in (
-            "content",
-            "event_level",
-            "event_state",
-            "event_user",
-            "resource_id",
-            "resource_name",
-            "group_id",
-            "sub_event_type",
-        ):
-            v = getattr(self, name)
-            if v is not None:
-                detail[name] = v
-        if self.dimensions:
-            detail["dimensions"] = [{"name": d.name, "value": d.value} for d in self.dimensions]
-        return {
-            "event_name": self.event_name,
-            "event_source": self.event_source,
-            "time": self.time,
-            "detail": detail,
-        }
-
-
-@dataclass(frozen=True)
-class EventRecord:
-    """One stored event as the query API returns it."""
-
-    event_id: str
-    event_name: str
-    event_source: str
-    time: int
-    detail: dict[str, Any]
-
-    @classmethod
-    def from_api(cls, d: Mapping[str, Any]) -> EventRecord:
-        return cls(
-            event_id=str(d.get("event_id", "")),
-            event_name=str(d.get("event_name", "")),
-            event_source=str(d.get("event_source", "")),
-            time=int(d.get("time", 0)),
-            detail=dict(d.get("detail") or {}),
-        )
-
-    @property
-    def level(self) -> str:
-        return str(self.detail.get("event_level", ""))
-
-    @property
-    def state(self) -> str:
-        return str(self.detail.get("event_state", ""))
-
-    @property
-    def content(self) -> str:
-        return str(self.detail.get("content", ""))
-
-
 EVENT_ID_RE: Final = re.compile(r"ev[0-9]{13}[A-Za-z0-9]{9}")
+
+
+if TYPE_CHECKING:
+    from .model import CustomEvent as CustomEvent
+    from .model import Dimension as Dimension
+    from .model import EventRecord as EventRecord
+
+_MODEL: Final = ("CustomEvent", "Dimension", "EventRecord")
+
+
+def __getattr__(name: str) -> Any:
+    """The typed model by its old address (``ces_logging.events.EventRecord``), loaded on first use."""
+    if name in _MODEL:
+        from . import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,7 +7,6 @@ this module imports ``handler.py``, so the two never import each other.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 from typing import Any, Final
@@ -59,9 +58,17 @@ def _convert(key: str, value: object) -> object:
     return text
 
 
+def _handler_options() -> set[str]:
+    """``CESHandler``'s keyword names, read from its code object (``inspect.signature`` would load inspect,
+    ast and dis at import: every process pays that)."""
+    code = CESHandler.__init__.__code__
+    names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+    return set(names) - {"self", "client", "env"}
+
+
 def handler_factory(**options: object) -> CESHandler:
     """For dictConfig's ``"()": "ces_logging.handler_factory"``: every option may be a string."""
-    known = set(inspect.signature(CESHandler.__init__).parameters) - {"self", "client", "env"}
+    known = _handler_options()
     unknown = sorted(set(options) - known)
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")

@@ -23,14 +23,11 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from . import lifecycle, notice
 from .alarms import AlarmOptions
-from .auth import TokenProvider
 from .buffer import RecordBuffer
-from .client import CESClient
 from .config import ENV_ENDPOINT, ENV_EVENT_SOURCE, ENV_PROJECT_IDS, ENV_REGION, ENV_SDK_REGION, env_first
 from .errors import ConfigError
 from .events import (
@@ -52,32 +49,15 @@ from .spool import Spool
 from .throttle import DEFAULT_MAX_IN_FLIGHT, throttle_for
 from .worker import WORKER_THREADS, Worker
 
+if TYPE_CHECKING:  # the HTTP stack loads when a handler that sends is built, not with this module
+    from .auth import TokenProvider
+    from .client import CESClient
+    from .model import HandlerStats
+
 __all__ = ["DEFAULT_LEVEL_MAP", "DEFAULT_STATE_MAP", "CESHandler", "HandlerStats"]
 
 MAX_RESTARTS: Final = 5  # a worker that dies of a bug is replaced this many times per handler, then it says so
 OVERFLOW_POLICIES: Final = ("drop", "block")
-
-
-@dataclass(frozen=True)
-class HandlerStats:
-    """A snapshot. ``sent + dropped + queued + folded == received`` always holds; ``dropped_by_reason`` says
-    why. ``folded``: records that a delivered storm summary stands for (``storm_control``); ``context_kept``:
-    records below ``event_level`` kept as context (``context_records``), not part of ``received``."""
-
-    received: int
-    sent: int
-    dropped: int
-    queued: int
-    retries: int
-    batches: int
-    sanitised: int
-    dropped_by_reason: dict[str, int] = field(default_factory=dict)
-    spooled: int = 0  # of ``queued``: waiting on disk
-    recovered_sent: int = 0  # from a spool another process (or handler) left: not in ``received``
-    recovered_dropped: dict[str, int] = field(default_factory=dict)
-    folded: int = 0
-    context_kept: int = 0
-    spool_skipped: int = 0  # files in spool_dir skipped, never read: not batches this user wrote
 
 
 def _parse_level(level: int | str) -> int:
@@ -280,6 +260,9 @@ class CESHandler(logging.Handler):
                 interval=3600,
             )
         else:
+            if client is None:
+                from .client import CESClient  # requests, urllib3, ssl: only for a handler that will send
+
             self.client = client or CESClient(
                 project_id,
                 region=region,
@@ -302,7 +285,7 @@ class CESHandler(logging.Handler):
         self._active = self.client is not None
         self._reset_queue()
         self._closed = False
-        lifecycle.register(self)
+        lifecycle.register(self, sends=self._active)
         if self._active and self.handle_sigterm:
             lifecycle.install_sigterm()
         if self.spool is not None and self.spool.pending():
@@ -496,6 +479,8 @@ class CESHandler(logging.Handler):
 
     @property
     def stats(self) -> HandlerStats:
+        from .model import HandlerStats  # a dataclass: its module loads inspect, so not before it is asked for
+
         received, sent, reasons, folded = self._counts()
         dropped = sum(reasons.values())
         ws = self._worker.stats if self._worker is not None else None
@@ -668,3 +653,12 @@ _TEXT = operator.itemgetter(3)
 def _sizes(items: list[Any]) -> int:
     """The bytes ``emit`` counted for these items (their text and ``ITEM_OVERHEAD`` each), in C loops."""
     return sum(map(len, map(_TEXT, items))) + ITEM_OVERHEAD * len(items)
+
+
+def __getattr__(name: str) -> Any:
+    """``HandlerStats`` by its old address, loaded on first use (see ``model.py``)."""
+    if name == "HandlerStats":
+        from .model import HandlerStats
+
+        return HandlerStats
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
-import socket
 import threading
 from typing import Final
 
@@ -38,6 +36,8 @@ generation = 0
 
 
 def _host() -> str:
+    import socket  # here: only a handler that builds events needs it, not the import of the package
+
     try:
         name = socket.gethostname()
     except OSError:
@@ -52,7 +52,7 @@ def current() -> str:
     if pid != _pid:
         with _lock:
             if pid != _pid:
-                _value = f"{_host()}@{pid}.{secrets.token_hex(2)}"
+                _value = f"{_host()}@{pid}.{os.urandom(2).hex()}"
                 _pid = pid
                 generation += 1
     return _value

@@ -62,10 +62,13 @@ _registry_lock = threading.RLock()  # re-entrant: a drain in a signal handler ma
 _exit_deadline: float | None = None  # monotonic; set when the process began to end
 
 
-def register(h: Managed) -> None:
+def register(h: Managed, *, sends: bool = True) -> None:
+    """``sends``: False for an inactive handler, which never has anything to deliver at a multiprocessing
+    child's end, so it does not load multiprocessing (and subprocess, socket, pickle) to hook it."""
     with _registry_lock:
         _HANDLERS.add(h)
-    _install_mp_hook()
+    if sends:
+        _install_mp_hook()
 
 
 def unregister(h: Managed) -> None:

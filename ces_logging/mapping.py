@@ -36,9 +36,6 @@ from collections.abc import Callable, Iterable, Mapping
 from json.encoder import encode_basestring
 from typing import Any, Final, NamedTuple
 
-from pythonjsonlogger.core import BaseJsonFormatter
-from pythonjsonlogger.json import JsonFormatter
-
 from . import identity, otel
 from .context import ContextKeeper
 from .events import (
@@ -147,8 +144,24 @@ class _Plain(NamedTuple):
     after_content: str
 
 
-_JSON_FALLBACK = JsonFormatter("%(levelname)s %(name)s %(message)s")
+_json_fallback: logging.Formatter | None = None
 _PLAIN = logging.Formatter("%(message)s")
+
+
+def _json_formatter(formatter: logging.Formatter | None) -> logging.Formatter:
+    """The handler's formatter when it is python-json-logger's (any of its classes), else python-json-logger's
+    with level, logger and message. Asked without importing the package (a formatter of its classes exists only
+    once the app has imported it), and the fallback is made on the first JSON record: python-json-logger loads
+    with a handler that has ``json_content=True``, never with ``import ces_logging``."""
+    global _json_fallback
+    core = sys.modules.get("pythonjsonlogger.core")
+    if formatter is not None and core is not None and isinstance(formatter, core.BaseJsonFormatter):
+        return formatter
+    if _json_fallback is None:
+        from pythonjsonlogger.json import JsonFormatter
+
+        _json_fallback = JsonFormatter("%(levelname)s %(name)s %(message)s")
+    return _json_fallback
 
 
 def read_overrides(record: logging.LogRecord) -> Any:
@@ -402,7 +415,7 @@ class EventBuilder:
         """The record as JSON (the handler's JSON formatter, else python-json-logger's with level, logger and
         message). Too long, it is the message and then the traceback that get shorter, never the JSON text, so
         what is sent stays valid JSON. Works on a copy when it has to cut: the record is the app's."""
-        fmt = formatter if isinstance(formatter, BaseJsonFormatter) else _JSON_FALLBACK
+        fmt = _json_formatter(formatter)
         text = safe_text(fmt.format(record))
         if content_cost(text) <= MAX_CONTENT:
             return text

@@ -32,13 +32,13 @@ import contextlib
 import errno
 import json
 import os
-import secrets
 import stat
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 from .events import MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST
 
@@ -52,15 +52,29 @@ _OPEN_FLAGS: Final = (
     os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 )
 
-_process_token = secrets.token_hex(4)  # this process (renewed after fork): a lease's holder beside its pid
+
+def _token() -> str:
+    """Eight random hex digits (what ``secrets.token_hex(4)`` gives, without importing ``secrets``, which loads
+    hashlib and OpenSSL at import)."""
+    return os.urandom(4).hex()
 
 
-@dataclass(frozen=True)
+_process_token = _token()  # this process (renewed after fork): a lease's holder beside its pid
+
+
 class SpoolFile:
-    path: Path
-    owner: str
-    count: int
-    size: int
+    """One batch file: its path, the handler instance that wrote it, its event count and its size."""
+
+    __slots__ = ("count", "owner", "path", "size")
+
+    def __init__(self, path: Path, owner: str, count: int, size: int) -> None:
+        self.path = path
+        self.owner = owner
+        self.count = count
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"SpoolFile({self.path.name!r}, count={self.count}, size={self.size})"
 
 
 def _parse(name: str) -> tuple[str, int] | None:
@@ -159,9 +173,11 @@ class Spool:
     into a line and keeps going from memory, reading what is on disk all the same."""
 
     def __init__(self, directory: str | os.PathLike[str], max_bytes: int) -> None:
+        from pathlib import Path  # only a handler with a spool needs it: not every process that imports us
+
         self.requested = Path(directory)
         self.max_bytes = max_bytes
-        self.owner = secrets.token_hex(4)  # this handler instance
+        self.owner = _token()  # this handler instance
         self._seq = 0
         self._lock = threading.Lock()
         self.dir = private_dir(self.requested)
@@ -198,7 +214,7 @@ class Spool:
 
     def renew_owner(self) -> None:
         """After fork: the child writes files of its own."""
-        self.owner = secrets.token_hex(4)
+        self.owner = _token()
         self._lock = threading.Lock()
         self._skip_lock = threading.Lock()
 
@@ -212,7 +228,7 @@ class Spool:
             self._seq += 1
             who = owner or self.owner
             name = f"{int(time.time() * 1000):013d}-{self._seq:06d}-{who}-{count}{SUFFIX}"
-        tmp = self.dir / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        tmp = self.dir / f".tmp-{os.getpid()}-{_token()}"
         with self._lock:  # room and write together: two threads must not both take the same room
             # A burst spilling to disk writes a file every few ms: scanning the directory for each would cost
             # O(files) a write. Far below the cap, the last scan's total plus what was written since is used
@@ -412,4 +428,4 @@ class _Foreign(Exception):
 
 def reset_after_fork() -> None:
     global _process_token
-    _process_token = secrets.token_hex(4)
+    _process_token = _token()

@@ -25,11 +25,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from . import notice
 from .buffer import RecordBuffer, Wakeup
-from .client import CESClient
 from .errors import CESAuthError, CESEndpointError, CESError, CESValidationError
 from .events import now_ms, sendable
 from .mapping import Event as BuiltEvent
@@ -37,6 +36,9 @@ from .mapping import encode_batch, event_time
 from .spool import Spool, SpoolFile
 from .storm import StormControl
 from .throttle import Throttle
+
+if TYPE_CHECKING:
+    from .client import CESClient
 
 #: Thread idents of every live worker thread: records logged on these threads (urllib3's connection logs,
 #: anything a formatter logs) never go back into a CESHandler, which would feed the worker its own output.
