@@ -20,6 +20,7 @@ import contextlib
 import logging
 import operator
 import os
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -37,6 +38,7 @@ from .events import (
     EVENT_USER,
     GROUP_ID,
     LEVELS,
+    MAX_CONTENT,
     MAX_DIMENSIONS,
     RESOURCE_ID,
     RESOURCE_NAME,
@@ -44,7 +46,7 @@ from .events import (
     TextRule,
     check_event_source,
 )
-from .mapping import DEFAULT_LEVEL_MAP, DEFAULT_STATE_MAP, ITEM_OVERHEAD, EventBuilder
+from .mapping import DEFAULT_LEVEL_MAP, DEFAULT_STATE_MAP, ITEM_OVERHEAD, PLAIN_RECORD_KEYS, EventBuilder
 from .spool import Spool
 from .throttle import DEFAULT_MAX_IN_FLIGHT, throttle_for
 from .worker import WORKER_THREADS, Worker
@@ -131,9 +133,36 @@ class CESHandler(logging.Handler):
 
     # Attributes that exist before anything in __init__ can fail, so a half-built handler (a ConfigError in
     # the middle) leaves nothing for exit, fork or logging.shutdown to trip on.
-    _closed = True
+    _is_closed = True
     _active = False
     _worker: Worker | None = None
+    # emit's fast path applies (see there): open and active, items of the message alone (no JSON content,
+    # context or storm key), no event_level, no formatter. One flag for emit to read, kept by the setters of
+    # ``_closed`` and ``formatter`` (whoever sets them: close, setFormatter, dictConfig, an assignment).
+    _fast = False
+    _plain = False
+    _formatter: logging.Formatter | None = None
+
+    def _refresh_fast(self) -> None:
+        self._fast = self._plain and self._active and not self._is_closed and self._formatter is None
+
+    @property
+    def formatter(self) -> logging.Formatter | None:
+        return self._formatter
+
+    @formatter.setter
+    def formatter(self, fmt: logging.Formatter | None) -> None:
+        self._formatter = fmt
+        self._refresh_fast()
+
+    @property
+    def _closed(self) -> bool:
+        return self._is_closed
+
+    @_closed.setter
+    def _closed(self, value: bool) -> None:
+        self._is_closed = value
+        self._refresh_fast()
 
     def __init__(
         self,
@@ -233,6 +262,12 @@ class CESHandler(logging.Handler):
             storm_keys=self.alarms.storm is not None,
             context=self.alarms.context,
         )
+        self._plain = (
+            not self.builder.json_content
+            and self.builder.context is None
+            and not self.builder.storm_keys
+            and self.event_level == logging.NOTSET
+        )
         self.event_source = source
         self.event_name = event_name
         self.batch_size = batch_size
@@ -284,7 +319,7 @@ class CESHandler(logging.Handler):
                     notice.say("spool-error", f"spool at {spool_dir} unusable ({e}); events kept in memory only")
         self._active = self.client is not None
         self._reset_queue()
-        self._closed = False
+        self._closed = False  # and with it, emit's fast path (see _refresh_fast)
         lifecycle.register(self, sends=self._active)
         if self._active and self.handle_sigterm:
             lifecycle.install_sigterm()
@@ -328,7 +363,7 @@ class CESHandler(logging.Handler):
         that raises between the stdlib's ``acquire()`` and its ``try`` would leave the lock held for ever, so
         that every other thread's logging call on this handler would block."""
         # Records logged on a worker thread (urllib3's, a formatter's) must not loop back into a handler.
-        if threading.get_ident() in WORKER_THREADS:
+        if _get_ident() in WORKER_THREADS:
             return False
         rv: Any = True
         if self.filters:  # none (the usual case): not even the call
@@ -344,23 +379,49 @@ class CESHandler(logging.Handler):
         buf = self._buffer
         appended = False
         try:
-            if record.levelno < self.event_level:  # below event_level: context for the next event (alarms.py)
-                self.alarms.keep(record)
-                return
-            if self._closed or not self._active:
-                buf.refuse("closed" if self._active else "inactive")
-                return
-            item = self.builder.prepare(record, self.formatter)
-            size = len(item[3]) + ITEM_OVERHEAD
+            # The common record (no formatter, extras, traceback or tracing; a short message) is kept here
+            # without a call: what ``EventBuilder.prepare`` keeps of it, exactly (tests hold the two equal).
+            # Anything else, a message that fails to format, or a long one, goes the general way.
+            d = record.__dict__
             if (
-                len(buf.items) >= buf.max_items or buf.bytes_in - buf.bytes_out + size > buf.max_bytes
+                self._fast
+                and len(d) <= PLAIN_RECORD_KEYS
+                and type(msg := d["msg"]) is str
+                and not (d["exc_info"] or d["exc_text"] or d["stack_info"])
+                and type(record) is _LogRecord
+                and _OTEL not in _modules
+                and "ces" not in d
+            ):
+                args = d["args"]
+                try:
+                    text = msg % args if args else msg  # LogRecord.getMessage, for a str msg
+                except Exception:
+                    text = ""  # prepare below says what failed
+                if 0 < len(text) <= _SHORT:
+                    item = (d["created"], d["levelno"], d["name"], text, None, False, None)
+                else:
+                    item = self.builder.prepare(record, None)
+                    text = item[3]
+            else:
+                if record.levelno < self.event_level:  # below event_level: context for the next event (alarms.py)
+                    self.alarms.keep(record)
+                    return
+                if self._closed or not self._active:
+                    buf.refuse("closed" if self._active else "inactive")
+                    return
+                item = self.builder.prepare(record, self.formatter)
+                text = item[3]
+            size = len(text) + ITEM_OVERHEAD
+            items = buf.items
+            if (
+                len(items) >= buf.max_items or buf.bytes_in - buf.bytes_out + size > buf.max_bytes
             ) and not self._room(buf, size):  # buf.full(), inline: this is the hot path
                 buf.refuse("queue_full")
                 return
             buf.bytes_in += size
-            buf.items.append(item)  # the record is counted by this one step (see buffer.py)
+            items.append(item)  # the record is counted by this one step (see buffer.py)
             appended = True
-            n = len(buf.items)
+            n = len(items)
             if n == 1 or n == self.batch_size or not n & 1023:
                 worker = self._worker
                 if worker is not None:
@@ -634,6 +695,12 @@ class CESHandler(logging.Handler):
 
 
 _PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
+# emit's fast path, as globals (one look-up each)
+_LogRecord: Final = logging.LogRecord
+_get_ident: Final = threading.get_ident
+_modules: Final = sys.modules
+_OTEL: Final = "opentelemetry.trace"  # imported only by an app that traces: then prepare adds the span's ids
+_SHORT: Final = MAX_CONTENT // 2  # below this, a message never needs cutting to fit (see prepare)
 
 
 def _raised_here(e: BaseException) -> bool:

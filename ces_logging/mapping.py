@@ -171,7 +171,7 @@ def read_overrides(record: logging.LogRecord) -> Any:
     there are none; the common case (a plain record) costs a length check and two dict look-ups."""
     d = record.__dict__
     over = d.get("ces")
-    if len(d) <= _PLAIN_RECORD_KEYS and over is None and type(d.get("msg")) is str:
+    if len(d) <= PLAIN_RECORD_KEYS and over is None and type(d.get("msg")) is str:
         return None  # nothing but the standard attributes: no extras, no structlog event dict
     msg = d.get("msg")
     flat: dict[str, Any] | None = None
@@ -201,7 +201,7 @@ def read_overrides(record: logging.LogRecord) -> Any:
 
 
 #: How many attributes a record has when nothing was added to it (extras, structlog's, loguru's).
-_PLAIN_RECORD_KEYS: Final = len(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None).__dict__)
+PLAIN_RECORD_KEYS: Final = len(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None).__dict__)
 
 
 class TimeAssigner:

@@ -1,0 +1,122 @@
+"""``emit``'s fast path keeps exactly what ``EventBuilder.prepare`` keeps, for every kind of record; and it is
+used only while it may be (no formatter, open, active, plain items).
+
+The items are read from the handler's buffer before the worker takes them (a long ``flush_interval`` and a
+batch size above the records logged keep them there), then compared with what ``prepare`` makes of the same
+record. Speed is ``make bench``'s business, not this file's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from ces_logging import CESHandler
+from ces_logging.emulator import Emulator
+
+from .conftest import PROJECT, wait_for
+
+
+class Keep(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def pair(emu: Emulator) -> Iterator[tuple[logging.Logger, CESHandler, Keep]]:
+    h = CESHandler(project_id=PROJECT, endpoint=emu.url, flush_interval=60.0, handle_sigterm=False)
+    keep = Keep()
+    log = logging.getLogger(f"hot{time.monotonic_ns()}")
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
+    log.addHandler(keep)
+    log.addHandler(h)
+    yield log, h, keep
+    log.removeHandler(h)
+    log.removeHandler(keep)
+    h.close()
+
+
+class Odd:
+    def __str__(self) -> str:
+        return "odd %s"
+
+
+def log_every_kind(log: logging.Logger) -> None:
+    log.warning("user %s failed to log in from %s", 7, "203.0.113.7")
+    log.warning("no arguments, a literal 100%")
+    log.warning("%(who)s paid %(amount).2f", {"who": "ann", "amount": 3.5})
+    log.warning("one too few: %s %s", 1)  # cannot format: prepare's text says so, marked sanitised
+    log.warning("x" * 5000)  # longer than can be sent: cut by prepare
+    log.warning("")
+    log.warning(Odd(), 1)  # not a str msg
+    log.warning("surrogate \ud800 in the text")
+    log.warning("with extra", extra={"order": 1})
+    log.warning("with overrides", extra={"ces": {"event_name": "Custom"}})
+    log.warning("stack", stack_info=True)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("with a traceback")
+
+
+def test_the_fast_path_keeps_what_prepare_keeps(pair: tuple[logging.Logger, CESHandler, Keep]) -> None:
+    log, h, keep = pair
+    assert h._fast
+    log_every_kind(log)
+    items = list(h._buffer.items)
+    assert len(items) == len(keep.records) == 12  # none taken yet: a batch is 100 and the interval a minute
+    for record, item in zip(keep.records, items, strict=True):
+        assert item == h.builder.prepare(record, None), record.msg
+    s = h.stats
+    assert s.received == 12 and s.queued == 12
+    assert s.sent + s.dropped + s.queued + s.folded == s.received
+
+
+def test_a_formatter_turns_the_fast_path_off_and_is_used(
+    emu: Emulator, pair: tuple[logging.Logger, CESHandler, Keep]
+) -> None:
+    log, h, keep = pair
+    fmt = logging.Formatter("%(levelname)s %(name)s: %(message)s")
+    h.setFormatter(fmt)
+    assert not h._fast
+    log.warning("formatted %s", 1)
+    assert h._buffer.items[-1][3] == f"WARNING {log.name}: formatted 1"
+    h.formatter = None  # an assignment, as some code does: the fast path is back
+    assert h._fast
+    log.warning("plain %s", 2)
+    assert h._buffer.items[-1] == h.builder.prepare(keep.records[-1], None)
+    assert h.flush(timeout=10)
+    assert wait_for(lambda: emu.count(PROJECT) == 2)
+    s = h.stats
+    assert s.sent == 2 and s.queued == 0
+    assert s.sent + s.dropped + s.queued + s.folded == s.received
+
+
+def test_a_closed_handler_takes_nothing_by_the_fast_path(pair: tuple[logging.Logger, CESHandler, Keep]) -> None:
+    log, h, _ = pair
+    h.close()
+    assert not h._fast
+    log.warning("after close %s", 1)
+    s = h.stats
+    assert s.dropped_by_reason.get("closed") == 1 and s.queued == 0
+    assert s.sent + s.dropped + s.queued + s.folded == s.received
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"json_content": True}, {"storm_control": "10/5s"}, {"event_level": "ERROR", "context_records": 5}],
+)
+def test_options_that_change_the_item_keep_the_general_way(emu: Emulator, kwargs: dict[str, object]) -> None:
+    h = CESHandler(project_id=PROJECT, endpoint=emu.url, handle_sigterm=False, **kwargs)  # type: ignore[arg-type]
+    try:
+        assert not h._fast
+    finally:
+        h.close()
