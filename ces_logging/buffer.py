@@ -83,6 +83,7 @@ class RecordBuffer:
         self.taken = 0
         self.bytes_in = 0  # emit side; an estimate (re-entry may lose an update: it bounds memory, not counts)
         self.bytes_out = 0  # worker side
+        self.bytes_cap = max_bytes  # bytes_out + max_bytes, kept by take: emit's bound check is one comparison
         self.refused: dict[str, Tally] = {}
 
     def refuse(self, reason: str) -> None:
@@ -114,6 +115,7 @@ class RecordBuffer:
             finally:
                 self._takes += 1
         self.bytes_out += sizes(out)
+        self.bytes_cap = self.bytes_out + self.max_bytes
         with self.space:
             self.space.notify_all()
         return out

@@ -362,8 +362,11 @@ class CESHandler(logging.Handler):
         """``Handler.handle`` without the handler's lock: ``emit`` needs none (see buffer.py), and a signal
         that raises between the stdlib's ``acquire()`` and its ``try`` would leave the lock held for ever, so
         that every other thread's logging call on this handler would block."""
-        # Records logged on a worker thread (urllib3's, a formatter's) must not loop back into a handler.
-        if _get_ident() in WORKER_THREADS:
+        # Records logged on a worker thread (urllib3's, a formatter's) must not loop back into a handler: the
+        # thread the record was made on (a QueueListener hands on other threads' records), read from the
+        # record; its own look-up only where logging.logThreads is off.
+        thread = record.thread
+        if thread in WORKER_THREADS or (thread is None and _get_ident() in WORKER_THREADS):
             return False
         rv: Any = True
         if self.filters:  # none (the usual case): not even the call
@@ -414,7 +417,7 @@ class CESHandler(logging.Handler):
             size = len(text) + ITEM_OVERHEAD
             items = buf.items
             if (
-                len(items) >= buf.max_items or buf.bytes_in - buf.bytes_out + size > buf.max_bytes
+                buf.bytes_in + size > buf.bytes_cap or len(items) >= buf.max_items
             ) and not self._room(buf, size):  # buf.full(), inline: this is the hot path
                 buf.refuse("queue_full")
                 return
