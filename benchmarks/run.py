@@ -1193,7 +1193,7 @@ absolute µs and events/s move by 10-30 % from run to run; ratios measured side 
    1,800 events/s); >= 4,000 events/s needs several requests in flight. "connections" is how many the handler
    opened through the proxy; "sent again" must be 0 and stored must be 10,000 (each record stored once).
 5. CPU per delivered event: the client process's CPU clock over what the server stored, CESHandler over
-   watchtower, per alternated pair; the median is the figure (target <= 0.7x), the spread is the noise.
+   watchtower, per alternated pair; the median is the figure (target <= 0.6x), the spread is the noise.
 6. Worker CPU split: a tracing profiler charges every Python call, so code made of many small calls (building
    events) looks bigger under it than it is; the shares say where to look, the µs column scales them to the
    worker's unprofiled CPU. "the rest" includes the profiler's own cost in the worker's loop.
