@@ -146,12 +146,15 @@ class CESHandler(logging.Handler):
     def _refresh_fast(self) -> None:
         self._fast = self._plain and self._active and not self._is_closed and self._formatter is None
 
+    # Each setter turns the flag off before it changes anything: a signal handler that logs between two of
+    # its steps then takes the general way, which reads the attributes themselves.
     @property
     def formatter(self) -> logging.Formatter | None:
         return self._formatter
 
     @formatter.setter
     def formatter(self, fmt: logging.Formatter | None) -> None:
+        self._fast = False
         self._formatter = fmt
         self._refresh_fast()
 
@@ -161,6 +164,7 @@ class CESHandler(logging.Handler):
 
     @_closed.setter
     def _closed(self, value: bool) -> None:
+        self._fast = False
         self._is_closed = value
         self._refresh_fast()
 
