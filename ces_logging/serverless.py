@@ -38,6 +38,26 @@ _CO_COROUTINE: Final = 0x80  # inspect.CO_COROUTINE (importing inspect costs a c
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+_RESERVE: Final = 0.2  # seconds of the platform's time limit left to the function's own return
+
+
+def _time_left(args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float) -> float:
+    """``timeout``, or less when the invocation's context says the platform's time limit is nearer: a flush
+    must never push a function over it (the platform would then fail the invocation). The context is the
+    second argument (``handler(event, context)``) or ``context=``; FunctionGraph's tells the time left with
+    ``getRemainingTimeInMilliSeconds()``, AWS Lambda's with ``get_remaining_time_in_millis()``."""
+    context = kwargs.get("context", args[1] if len(args) > 1 else None)
+    for name in ("getRemainingTimeInMilliSeconds", "get_remaining_time_in_millis"):
+        method = getattr(context, name, None)
+        if callable(method):
+            try:
+                left = float(method()) / 1000.0 - _RESERVE
+            except Exception:
+                return timeout
+            return max(0.0, min(timeout, left))
+    return timeout
+
+
 def deliver_all(timeout: float = DEFAULT_TIMEOUT) -> bool:
     """Flush every open ``CESHandler`` within ``timeout`` seconds in all. True when everything logged before
     the call was delivered (nothing dropped since the previous flush), False when some is still queued or was
@@ -84,7 +104,8 @@ def deliver_before_return(*, timeout: float = DEFAULT_TIMEOUT) -> Callable[[F], 
 
 def deliver_before_return(fn: F | None = None, /, *, timeout: float = DEFAULT_TIMEOUT) -> F | Callable[[F], F]:
     """A decorator for a serverless function (``def handler(event, context)``, or an ``async def``): each call
-    delivers what it logged before it returns (see ``invocation``)."""
+    delivers what it logged before it returns or raises (see ``invocation``), within ``timeout`` seconds, and
+    within what the platform's time limit leaves (the context's time left, less a fifth of a second)."""
 
     def wrap(f: F) -> F:
         if getattr(getattr(f, "__code__", None), "co_flags", 0) & _CO_COROUTINE:
@@ -97,14 +118,17 @@ def deliver_before_return(fn: F | None = None, /, *, timeout: float = DEFAULT_TI
                     # The flush waits on the worker: off the event loop, so other tasks go on meanwhile.
                     import asyncio
 
-                    await asyncio.get_running_loop().run_in_executor(None, deliver_all, timeout)
+                    left = _time_left(args, kwargs, timeout)
+                    await asyncio.get_running_loop().run_in_executor(None, deliver_all, left)
 
             return run_async  # type: ignore[return-value]
 
         @functools.wraps(f)
         def run(*args: Any, **kwargs: Any) -> Any:
-            with invocation(timeout):
+            try:
                 return f(*args, **kwargs)
+            finally:
+                deliver_all(_time_left(args, kwargs, timeout))
 
         return run  # type: ignore[return-value]
 

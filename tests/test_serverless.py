@@ -212,3 +212,40 @@ def test_with_nothing_configured_an_invocation_waits_for_nothing() -> None:
     finally:
         log.removeHandler(h)
         h.close()
+
+
+class FunctionGraphContext:
+    """What FunctionGraph passes as ``context``: the time left before the platform's limit."""
+
+    def __init__(self, left_ms: float) -> None:
+        self.left_ms = left_ms
+
+    def getRemainingTimeInMilliSeconds(self) -> float:  # noqa: N802 - the platform's name
+        return self.left_ms
+
+
+def test_the_platforms_time_limit_bounds_the_wait(
+    emu: Emulator, fn_logger: tuple[logging.Logger, CESHandler]
+) -> None:
+    """10 s asked, 0.7 s left before the platform's limit: the function returns in time (a flush that pushed it
+    over would make the platform fail the invocation); what is left goes with the next one."""
+    log, h = fn_logger
+    emu.add_fault(seconds=60.0, delay=3.0)  # every report hangs past the handler's request timeout (1 s)
+
+    @ces_logging.deliver_before_return(timeout=10.0)
+    def main(event: object, context: object) -> str:
+        log.error("late order %s", event)
+        return "ok"
+
+    t = time.monotonic()
+    assert main(1, FunctionGraphContext(700)) == "ok"
+    took = time.monotonic() - t
+    assert took < 3.0  # the 10 s asked would fail this
+    s = h.stats
+    assert s.queued == 1 and s.sent == 0
+    _settled(h)
+    emu.clear_faults()
+    assert main(2, context=FunctionGraphContext(60_000)) == "ok"  # keyword, and time enough: both delivered
+    assert wait_for(lambda: emu.count(PROJECT) == 2)
+    assert h.stats.queued == 0
+    _settled(h)
