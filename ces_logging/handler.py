@@ -368,9 +368,10 @@ class CESHandler(logging.Handler):
         that every other thread's logging call on this handler would block."""
         # Records logged on a worker thread (urllib3's, a formatter's) must not loop back into a handler: the
         # thread the record was made on (a QueueListener hands on other threads' records), read from the
-        # record; its own look-up only where logging.logThreads is off.
+        # record; looked up only where logging.logThreads is off (then as threading has it now: gevent may have
+        # patched it since this module was imported).
         thread = record.thread
-        if thread in WORKER_THREADS or (thread is None and _get_ident() in WORKER_THREADS):
+        if thread in WORKER_THREADS or (thread is None and threading.get_ident() in WORKER_THREADS):
             return False
         rv: Any = True
         if self.filters:  # none (the usual case): not even the call
@@ -704,7 +705,6 @@ class CESHandler(logging.Handler):
 _PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
 # emit's fast path, as globals (one look-up each)
 _LogRecord: Final = logging.LogRecord
-_get_ident: Final = threading.get_ident
 _modules: Final = sys.modules
 _OTEL: Final = "opentelemetry.trace"  # imported only by an app that traces: then prepare adds the span's ids
 _SHORT: Final = MAX_CONTENT // 2  # below this, a message never needs cutting to fit (see prepare)

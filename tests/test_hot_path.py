@@ -120,3 +120,45 @@ def test_options_that_change_the_item_keep_the_general_way(emu: Emulator, kwargs
         assert not h._fast
     finally:
         h.close()
+
+
+@pytest.mark.parametrize("log_threads", [True, False])
+def test_records_made_on_a_worker_thread_never_loop_back(
+    pair: tuple[logging.Logger, CESHandler, Keep], monkeypatch: pytest.MonkeyPatch, log_threads: bool
+) -> None:
+    """A record made on one of the worker's threads (its HTTP stack's logs, a formatter's) is not taken, also
+    when another thread hands it on (a QueueListener), and also with ``logging.logThreads`` off (the record
+    then carries no thread: the handling thread's own is asked)."""
+    import threading
+
+    from ces_logging.worker import WORKER_THREADS
+
+    log, h, keep = pair
+    monkeypatch.setattr(logging, "logThreads", log_threads)
+    made: list[logging.LogRecord] = []
+    handed_on = threading.Event()
+
+    def as_worker() -> None:
+        me = threading.get_ident()
+        WORKER_THREADS.add(me)
+        try:
+            log.warning("from a worker thread")  # handled on this thread
+            made.append(log.makeRecord(log.name, logging.WARNING, "f", 1, "handed on", None, None))
+            handed_on.wait(10)  # still a worker thread while the app's thread handles its record
+        finally:
+            WORKER_THREADS.discard(me)
+
+    t = threading.Thread(target=as_worker)
+    t.start()
+    try:
+        assert wait_for(lambda: len(made) == 1)
+        if log_threads:  # handed on by this (not a worker) thread: the record's own thread decides
+            assert h.handle(made[0]) is False
+    finally:
+        handed_on.set()
+        t.join(10)
+    assert len(keep.records) == 1
+    log.warning("from the app's thread")
+    s = h.stats
+    assert s.received == 1  # the app's record only
+    assert s.sent + s.dropped + s.queued + s.folded == s.received

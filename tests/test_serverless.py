@@ -220,7 +220,7 @@ class FunctionGraphContext:
     def __init__(self, left_ms: float) -> None:
         self.left_ms = left_ms
 
-    def getRemainingTimeInMilliSeconds(self) -> float:  # noqa: N802 - the platform's name
+    def getRemainingTimeInMilliSeconds(self) -> float:  # the platform's name
         return self.left_ms
 
 
