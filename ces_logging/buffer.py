@@ -85,6 +85,11 @@ class RecordBuffer:
         self.bytes_out = 0  # worker side
         self.refused: dict[str, Tally] = {}
 
+    def renew_locks(self) -> None:
+        """New locks made with ``threading`` as it is now (the worker's first start; see green.py)."""
+        self.lock = threading.Lock()
+        self.space = threading.Condition(threading.RLock())
+
     def refuse(self, reason: str) -> None:
         t = self.refused.get(reason)
         if t is None:
