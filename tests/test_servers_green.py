@@ -333,3 +333,55 @@ def test_failed_construction_leaves_nothing_for_logging_shutdown() -> None:
     )
     assert r.returncode == 0 and r.stdout.strip() == "done", r.stderr
     assert r.stderr == "", r.stderr
+
+
+CELERY_APP = """
+import logging
+import os
+
+import ces_logging
+from celery import Celery
+from celery.signals import worker_ready
+
+ces_logging.configure("INFO", flush_interval=60)
+app = Celery("green_tasks", broker="memory://")
+app.conf.worker_hijack_root_logger = False
+
+
+@worker_ready.connect
+def ready(**_):
+    for i in range(10):
+        logging.getLogger("task").warning("ready %d", i, extra={"ces_event_name": f"celeryGreen{i}"})
+    with open(os.environ["READY_FILE"], "w") as f:  # not print: Celery sends stdout to a logger
+        f.write("READY")
+"""
+
+
+def test_celery_gevent_pool_stops_on_sigterm_with_every_record(emu: Emulator, tmp_path: Path) -> None:
+    """Celery ``-P gevent``: records logged in the worker, then SIGTERM (which our greenlets used to block for
+    the whole process): the worker stops, and every record is stored."""
+    if not (_has("celery") and _has("gevent")):
+        pytest.skip("celery or gevent not installed")
+    (tmp_path / "green_tasks.py").write_text(CELERY_APP)
+    ready = tmp_path / "ready"
+    env = {**child_env(emu.url), "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "READY_FILE": str(ready)}
+    out_path = tmp_path / "celery.log"
+    with out_path.open("wb") as out:
+        p = subprocess.Popen(
+            [sys.executable, "-W", "ignore", "-m", "celery", "-A", "green_tasks", "worker", "-P", "gevent", "-c", "4",
+             "--loglevel=WARNING", "--without-mingle", "--without-gossip", "--without-heartbeat"],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        assert wait_for(lambda: ready.exists() or p.poll() is not None, timeout=60), out_path.read_text()
+        assert p.poll() is None, out_path.read_text()
+        p.send_signal(signal.SIGTERM)
+        p.wait(30)  # a worker that blocks SIGTERM fails here
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)
+    log = out_path.read_text()
+    wait_for(lambda: sum(stored(emu, f"celeryGreen{i}") for i in range(10)) >= 10, timeout=5)
+    assert sum(stored(emu, f"celeryGreen{i}") for i in range(10)) == 10, log
+    assert "Traceback" not in log, log
