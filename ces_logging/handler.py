@@ -479,8 +479,8 @@ class CESHandler(logging.Handler):
                     return
                 self._restarts += 1
                 notice.say("restart", f"the delivery thread had stopped; started again ({self._restarts})")
-            elif self.client is not None:
-                # the process's throttle as of now: gevent or eventlet may have patched since construction
+            elif self.client is not None and worker.throttle.made_with is not threading.Lock:
+                # gevent or eventlet patched since construction: the process's throttle as of now (green.py)
                 worker.throttle = throttle_for(self.client.endpoint, self.client.project_id, self.max_in_flight)
             try:
                 worker.start()
