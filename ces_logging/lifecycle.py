@@ -18,7 +18,11 @@ stderr. The ways, and the hook each needs:
   join()``) or by SIGTERM (``terminate()``, a Pool's ``with``): a finalizer registered in every child process
   (``multiprocessing.util.Finalize``, via ``register_after_fork``, which runs in children of every start method),
   and the SIGTERM handler above;
-- ``fork``: the child renews every lock and starts with empty queues (what the parent queued is the parent's).
+- ``fork``: the child renews every lock and starts with empty queues (what the parent queued is the parent's),
+  also where no at-fork hook ran (uWSGI): the new pid is noticed on emit, flush, close and at exit (forks.py);
+- PID 1 of a pid namespace ignores the SIGTERM handed on by the default action: its drain is a hurry, not the
+  exit's deadline, and delivery goes on as before;
+- under gevent or eventlet, a SIGTERM that lands in the hub drains in a greenlet of its own (green.py).
 
 Nothing here waits while holding ``logging._lock`` or a handler's lock, and every wait has a deadline.
 """
