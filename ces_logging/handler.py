@@ -606,7 +606,7 @@ class CESHandler(logging.Handler):
                 else:
                     worker.join(grace + 0.5)
                     self._report_left()
-            elif worker is not None and self._buffer.items:
+            elif worker is not None and getattr(self._buffer, "items", None):
                 self._report_left()  # records that no worker of this process ever took: said, not lost silently
             lifecycle.unregister(self)
         super().close()
@@ -652,7 +652,7 @@ class CESHandler(logging.Handler):
         if w is None:
             return True
         if not w.started:  # it could not be started: what waits in memory is not delivered (said by _give_up)
-            return not self._buffer.items
+            return not getattr(self._buffer, "items", None)
         target = self._counts()[0]
 
         def settled() -> int:
