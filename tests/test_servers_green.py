@@ -151,16 +151,18 @@ def _uwsgi(*opts: str):  # type: ignore[no-untyped-def]
         "--processes",
         "2",
         "--die-on-term",
-        "--module",
-        "tests.apps.flask_app:app",
+        "--wsgi-file",
+        "tests/apps/uwsgi_app.py",
+        "--callable",
+        "app",
         "--need-app",
         *opts,
     ]
 
 
 UWSGI_SERVERS = [
-    ServerCase("uwsgi-prefork", ("uwsgi", "flask"), _uwsgi(), "flaskErr", 2),
-    ServerCase("uwsgi-prefork-threads", ("uwsgi", "flask"), _uwsgi("--enable-threads"), "flaskErr", 2),
+    ServerCase("uwsgi-prefork", ("uwsgi", "flask"), _uwsgi(), "flaskErr", 2, boot_records=1),
+    ServerCase("uwsgi-prefork-threads", ("uwsgi", "flask"), _uwsgi("--enable-threads"), "flaskErr", 2, boot_records=1),
     ServerCase("uwsgi-lazy-apps", ("uwsgi", "flask"), _uwsgi("--lazy-apps"), "flaskErr", 2, boot_records=2),
 ]
 
@@ -168,13 +170,27 @@ UWSGI_SERVERS = [
 @pytest.mark.parametrize("case", UWSGI_SERVERS, ids=[c.id for c in UWSGI_SERVERS])
 def test_uwsgi_prefork_workers_deliver_every_record(emu: Emulator, tmp_path: Path, case: ServerCase) -> None:
     """The app (and its handler, which logged at import) is loaded in the master and forked without any
-    at-fork hook: each worker notices its new pid on its first record and starts afresh. Every error is
-    stored (none were), and no worker blames the service."""
+    at-fork hook: each worker notices its new pid on its first record and starts afresh, and its worker
+    delivers as it serves (none of 230 arrived: the inherited worker object said it was alive, and no thread
+    ran). Every error is stored while the server runs; then SIGTERM stops it, and no worker blames the service.
+    (What a uWSGI worker leaves to its exit is not counted on here: uWSGI runs Python's atexit in a worker only
+    when it sees it idle.)"""
     if not (shutil.which("uwsgi") or Path(sys.executable).with_name("uwsgi").exists()):
         pytest.skip("uwsgi not installed")
-    case = ServerCase(case.id, ("flask",), case.argv, case.event_name, case.processes, boot_records=case.boot_records)
-    log, _ = _stop_and_count(case, emu, tmp_path)
-    assert "did not take them" not in log, log
+    if not _has("flask"):
+        pytest.skip("flask not installed")
+    log_path = tmp_path / "server.log"
+    with serving(case, emu, log_path) as (proc, base):
+        n = case.per_process * case.processes
+        assert hit(f"{base}/err", n) == [200] * n
+        delivered = wait_for(lambda: stored(emu, case.event_name) >= n, timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(40)
+    log = log_path.read_text()
+    assert delivered and stored(emu, case.event_name) == n, log
+    if case.boot_records:
+        assert wait_for(lambda: stored(emu, "flaskBoot") >= case.boot_records, timeout=5), log
+    assert "Traceback" not in log and "did not take them" not in log, log
 
 
 def test_fork_without_at_fork_hooks_starts_afresh(emu: Emulator) -> None:
