@@ -11,6 +11,9 @@ retries, so several requests are in flight to a far region. Every item taken fro
 exactly once: sent, or dropped with a reason, or on disk in the spool (still queued). That is what makes
 ``sent + dropped + queued (+ folded, with storm control) == received`` hold.
 
+Under gevent or eventlet these "threads" are greenlets, and everything they wait on is made when the worker
+first starts, after the server patched (``green.py`` says why they are not real OS threads there).
+
 A bug must not end delivery: the batcher survives an exception in one step (the items in hand are dropped as
 ``error``, said once), and the handler starts a new batcher if the thread still dies (a few times at most).
 """
