@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import re
 import threading
 import time
@@ -29,6 +28,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 import requests
 from requests.auth import AuthBase
 
+from . import forks
 from .config import check_endpoint
 from .deadline import new_session, total_deadline
 from .errors import CESAuthError, CESError, CESTransportError, ConfigError
@@ -211,8 +211,7 @@ def _renew_locks_after_fork() -> None:
         p._lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_locks_after_fork)
+forks.on_new_process(_renew_locks_after_fork)
 
 
 class RefreshingProvider:

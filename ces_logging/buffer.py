@@ -86,6 +86,11 @@ class RecordBuffer:
         self.bytes_cap = max_bytes  # bytes_out + max_bytes, kept by take: emit's bound check is one comparison
         self.refused: dict[str, Tally] = {}
 
+    def renew_locks(self) -> None:
+        """New locks made with ``threading`` as it is now (the worker's first start; see green.py)."""
+        self.lock = threading.Lock()
+        self.space = threading.Condition(threading.RLock())
+
     def refuse(self, reason: str) -> None:
         t = self.refused.get(reason)
         if t is None:

@@ -17,11 +17,31 @@ from pathlib import Path
 import requests
 from requests.auth import AuthBase
 
+from . import notice
 from .auth import AKSKAuth, MetadataCredentialsProvider, TokenAuth, TokenProvider
 from .config import ENV_TOKEN, env_first
 from .errors import CESError, ConfigError
 
 ENV_METADATA_URL = "CES_METADATA_URL"
+
+
+def _profile_file(env: Mapping[str, str]) -> Path | None:
+    """The profile file when there is one to read. What the environment makes unreadable (a HOME the user may
+    not enter, no HOME at all, a file without read permission) counts as no file, said once on stderr: it must
+    not keep the app from starting (a service user, a container running as another uid)."""
+    given = env_first(env, "HUAWEICLOUD_SDK_CREDENTIALS_FILE")
+    try:
+        path = Path(given) if given else Path.home() / ".huaweicloud" / "credentials"
+        if not path.is_file():
+            return None
+        with path.open("rb"):
+            pass
+        return path
+    except (OSError, RuntimeError, KeyError) as e:  # RuntimeError, KeyError: no home directory to be found
+        where = given or "~/.huaweicloud/credentials"
+        why = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        notice.say("profile-unreadable", f"profile file {where} cannot be read ({why}): skipped", interval=3600)
+        return None
 
 
 @dataclass(frozen=True)
@@ -65,8 +85,8 @@ def resolve_auth(
     if env_token:
         return ResolvedAuth(TokenAuth(env_token), f"environment ({ENV_TOKEN})")
 
-    path = Path(env_first(env, "HUAWEICLOUD_SDK_CREDENTIALS_FILE") or Path.home() / ".huaweicloud" / "credentials")
-    if path.is_file():
+    path = _profile_file(env)
+    if path is not None:
         parser = configparser.ConfigParser()
         try:
             parser.read(path, encoding="utf-8")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
-import os
 import socket
 import threading
 import time
@@ -28,7 +27,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from . import notice
+from . import forks, notice
 
 
 class _Scope:
@@ -53,6 +52,9 @@ class _Watchdog:
         self._seq = itertools.count()
         self._waiting_until: float | None = None  # what the thread sleeps towards; None: no thread or idle
         self._thread: threading.Thread | None = None
+        # Made with the process's ``threading`` as it was then: once gevent or eventlet patched it, a new one is
+        # made (its thread is a greenlet, and a greenlet must not wait on a real lock; see green.py).
+        self.made_with = threading.Lock
 
     def add(self, scope: _Scope) -> None:
         with self._cond:
@@ -110,8 +112,7 @@ def _after_fork() -> None:
     _watchdog = _Watchdog()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)
+forks.on_new_process(_after_fork)
 
 
 def _current() -> _Scope | None:
@@ -123,6 +124,8 @@ def _current() -> _Scope | None:
 def total_deadline(seconds: float) -> Iterator[None]:
     """Every socket the block's requests use (through a ``DeadlineAdapter``) is shut down ``seconds`` after
     the block starts; an exception raised because of that becomes ``requests.Timeout``."""
+    if _watchdog.made_with is not threading.Lock:
+        _after_fork()
     scope = _Scope(seconds)
     prev = _current()
     _local.scope = scope

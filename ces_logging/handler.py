@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from . import lifecycle, notice
+from . import forks, lifecycle, notice
 from .alarms import AlarmOptions
 from .buffer import RecordBuffer
 from .config import ENV_ENDPOINT, ENV_EVENT_SOURCE, ENV_PROJECT_IDS, ENV_REGION, ENV_SDK_REGION, env_first
@@ -136,6 +136,8 @@ class CESHandler(logging.Handler):
     _is_closed = True
     _active = False
     _worker: Worker | None = None
+    _built = False  # set last: flush and close of a handler whose construction failed do nothing
+    _pid = 0  # the process this handler's state belongs to (see ``_new_process``)
     # emit's fast path applies (see there): open and active, items of the message alone (no JSON content,
     # context or storm key), no event_level, no formatter. One flag for emit to read, kept by the setters of
     # ``_closed`` and ``formatter`` (whoever sets them: close, setFormatter, dictConfig, an assignment).
@@ -322,8 +324,10 @@ class CESHandler(logging.Handler):
                 except OSError as e:  # a read-only or full disk: work from memory, say so, never fail the app
                     notice.say("spool-error", f"spool at {spool_dir} unusable ({e}); events kept in memory only")
         self._active = self.client is not None
+        self._pid = os.getpid()
         self._reset_queue()
         self._closed = False  # and with it, emit's fast path (see _refresh_fast)
+        self._built = True
         lifecycle.register(self, sends=self._active)
         if self._active and self.handle_sigterm:
             lifecycle.install_sigterm()
@@ -384,6 +388,10 @@ class CESHandler(logging.Handler):
         return rv
 
     def emit(self, record: logging.LogRecord) -> None:
+        # A new process is noticed even where no at-fork hook ran (uWSGI): the record carries the pid that
+        # logging read when it made it, so the usual case costs one comparison and no system call.
+        if record.process != self._pid:
+            self._new_process()
         buf = self._buffer
         appended = False
         try:
@@ -449,6 +457,18 @@ class CESHandler(logging.Handler):
                     buf.refuse("error")
             self.handleError(record)
 
+    def _new_process(self) -> None:
+        """A record from another pid: this process may be a fork that ran no at-fork hook; then every handler
+        starts afresh (``forks.py``) before the record goes into a buffer of its own. Or the record was made in
+        another process (a ``QueueListener``'s): nothing to do."""
+        try:
+            if os.getpid() == self._pid:
+                return
+            forks.changed()
+            self._pid = os.getpid()  # a closed handler is not renewed: ask once, not on every record
+        except Exception:
+            pass
+
     def _deliver_now(self) -> None:
         """SIGTERM was handed on to a server's graceful shutdown, after which the server may end the process
         by the default action at any moment (uvicorn does): each record is delivered before ``emit`` returns,
@@ -511,6 +531,9 @@ class CESHandler(logging.Handler):
                     return
                 self._restarts += 1
                 notice.say("restart", f"the delivery thread had stopped; started again ({self._restarts})")
+            elif self.client is not None and worker.throttle.made_with is not threading.Lock:
+                # gevent or eventlet patched since construction: the process's throttle as of now (green.py)
+                worker.throttle = throttle_for(self.client.endpoint, self.client.project_id, self.max_in_flight)
             try:
                 worker.start()
             except RuntimeError:  # "can't create new thread at interpreter shutdown"
@@ -579,6 +602,10 @@ class CESHandler(logging.Handler):
         ``flush()`` with no argument, and must never hang on a service that is down), and at interpreter exit no
         longer than what is left of the exit's grace period. Never waits while this thread holds
         ``logging._lock``, nor on a worker thread: it then only asks the worker to send now and answers."""
+        if not self._built:
+            return False
+        if self._pid != os.getpid():
+            self._new_process()
         received, sent, reasons, folded = self._counts()
         target = received
         w = self._worker
@@ -614,6 +641,11 @@ class CESHandler(logging.Handler):
 
         Under ``logging._lock`` (dictConfig replacing handlers) it does not wait: the worker finishes in the
         background within the grace period, and interpreter exit waits for it."""
+        if not self._built:  # construction failed: nothing of ours to close, and nothing registered
+            super().close()
+            return
+        if self._pid != os.getpid():
+            self._new_process()
         grace = self.grace_period if grace_period is None else grace_period
         exit_deadline = lifecycle.exit_deadline()
         if exit_deadline is not None:
@@ -628,6 +660,8 @@ class CESHandler(logging.Handler):
                 else:
                     worker.join(grace + 0.5)
                     self._report_left()
+            elif worker is not None and getattr(self._buffer, "items", None):
+                self._report_left()  # records that no worker of this process ever took: said, not lost silently
             lifecycle.unregister(self)
         super().close()
 
@@ -638,10 +672,15 @@ class CESHandler(logging.Handler):
         lost = s.queued - s.spooled + given_up - self._reported_lost
         self._reported_lost = given_up
         if lost > 0:
-            notice.write(
-                f"ces_logging: {lost} event(s) not delivered at exit: the service did not take them "
-                f"within the grace period ({self.grace_period:g} s)"
-            )
+            w = self._worker
+            if w is not None and not w.ran:
+                why = (
+                    "the delivery thread never ran in this process (a server that forks without at-fork hooks "
+                    "and keeps threads from running: uWSGI needs --enable-threads)"
+                )
+            else:
+                why = f"the service did not take them within the grace period ({self.grace_period:g} s)"
+            notice.write(f"ces_logging: {lost} event(s) not delivered at exit: {why}")
         if s.spooled and self.spool is not None:
             notice.write(
                 f"ces_logging: {s.spooled} event(s) wait in the spool at {self.spool.dir}; the next process "
@@ -664,8 +703,10 @@ class CESHandler(logging.Handler):
     def _wait_delivered(self, deadline: float) -> bool:
         """Everything received so far sent, dropped or safe on disk, by ``deadline``."""
         w = self._worker
-        if w is None or not w.started:
+        if w is None:
             return True
+        if not w.started:  # it could not be started: what waits in memory is not delivered (said by _give_up)
+            return not getattr(self._buffer, "items", None)
         target = self._counts()[0]
 
         def settled() -> int:
@@ -690,6 +731,7 @@ class CESHandler(logging.Handler):
     def _after_fork_in_child(self) -> None:
         """The child gets an empty buffer, fresh counters, a new worker (started by its first emit) and new
         connections: what the parent had queued is the parent's to send."""
+        self._pid = os.getpid()
         self._start_lock = threading.RLock()
         self._starting_since = 0.0
         self._restarts = 0

@@ -18,7 +18,11 @@ stderr. The ways, and the hook each needs:
   join()``) or by SIGTERM (``terminate()``, a Pool's ``with``): a finalizer registered in every child process
   (``multiprocessing.util.Finalize``, via ``register_after_fork``, which runs in children of every start method),
   and the SIGTERM handler above;
-- ``fork``: the child renews every lock and starts with empty queues (what the parent queued is the parent's).
+- ``fork``: the child renews every lock and starts with empty queues (what the parent queued is the parent's),
+  also where no at-fork hook ran (uWSGI): the new pid is noticed on emit, flush, close and at exit (forks.py);
+- PID 1 of a pid namespace ignores the SIGTERM handed on by the default action: its drain is a hurry, not the
+  exit's deadline, and delivery goes on as before;
+- under gevent or eventlet, a SIGTERM that lands in the hub drains in a greenlet of its own (green.py).
 
 Nothing here waits while holding ``logging._lock`` or a handler's lock, and every wait has a deadline.
 """
@@ -35,7 +39,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from . import identity, notice, spool, throttle
+from . import forks, green, identity, notice, spool, throttle
 from .mapping import TIMES, TIMES_PLAIN
 from .worker import WORKER_THREADS, Worker
 
@@ -99,6 +103,7 @@ def drain(final: bool) -> None:
     left when it passes is given up, counted and said. Otherwise (SIGTERM chained to a server's own handler,
     which goes on with a graceful shutdown) the hurry lasts one grace period and the handlers go on as before."""
     global _exit_deadline
+    forks.changed()  # a process forked without at-fork hooks: its handlers start afresh first
     # No "already draining" shortcut: SIGTERM may land while a drain runs (a pool worker's finalizer, then
     # the pool's terminate()), and the handler then ends the process when it returns, so it must do the
     # waiting itself. Everything below is safe to run nested (re-entrant locks, idempotent steps).
@@ -148,7 +153,7 @@ def install_sigterm() -> bool:
     """Put our SIGTERM handler in front of the one in place (only from the main thread; never over SIG_IGN or
     a handler installed from C, which cannot be chained). True when ours is in place now."""
     global _previous_sigterm
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() and not green.on_main_os_thread():
         return False
     try:
         current = signal.getsignal(signal.SIGTERM)
@@ -167,9 +172,29 @@ def install_sigterm() -> bool:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
+    # In gevent's or eventlet's hub (where the signal finds a process that waits), nothing may wait: the drain
+    # and what follows run in a greenlet of their own, at once (see green.py).
+    if green.spawn_out_of_hub(_handle_sigterm, signum, frame):
+        return
+    _handle_sigterm(signum, frame)
+
+
+def _ends_by_default() -> bool:
+    """Whether SIGTERM's default action ends this process: not for the init process of a pid namespace (PID 1
+    of a container), which the kernel never ends by a signal it has no handler for."""
+    return os.getpid() != 1
+
+
+def _handle_sigterm(signum: int, frame: Any) -> None:
+    global _exit_deadline
     previous = _previous_sigterm
+    ending = not callable(previous) and _ends_by_default()
     with contextlib.suppress(Exception):  # never keep a process from ending because of us
-        drain(final=not callable(previous))
+        # The exit's deadline (after which what is left is given up) only when the process really ends now;
+        # else a hurry of one grace period, after which delivery goes back to normal.
+        drain(final=ending)
+    if not callable(previous) and not ending:
+        return  # PID 1: the default action would be ignored; the process goes on, and so does delivery
     if callable(previous):
         global terminating_until
         # A graceful shutdown follows; the server may then end the process by the default action without
@@ -183,6 +208,11 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     with contextlib.suppress(ValueError, OSError):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.raise_signal(signal.SIGTERM)
+    # Still here: the signal did not end the process (blocked, or a kernel that ignores it). It goes on, so
+    # the exit's deadline is off again, and the next SIGTERM drains as this one did.
+    _exit_deadline = None
+    with contextlib.suppress(ValueError, OSError):
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 # --- multiprocessing -------------------------------------------------------------------------------------------
@@ -256,6 +286,5 @@ def on_fork_in_child(fn: Callable[[], None]) -> None:
     _fork_hooks.append(fn)
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+forks.on_new_process(_after_fork_in_child)  # at fork, or when a new pid is noticed (uWSGI: forks.py)
 atexit.register(_at_exit)

@@ -12,11 +12,14 @@ the client's own error text never carries a header value.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
 import time
 from typing import Final
+
+from . import green
 
 INTERVAL_S: Final = 60.0  # at most one line per reason per minute (the first one at once)
 
@@ -67,6 +70,12 @@ def keep_signals_off_this_thread() -> None:
     thread only, at its next bytecode: when the signal lands on a thread of ours while the main thread sleeps
     in C (``time.sleep``, a blocking read), nothing wakes the main thread and the process goes on as if nothing
     had been sent (seen: a script asleep after ``kill -TERM``, the drain never run). Blocked here, it goes to a
-    thread that can act on it. Our threads never need them: the handlers run on the main thread anyway."""
+    thread that can act on it. Our threads never need them: the handlers run on the main thread anyway.
+
+    Never on the main OS thread: under gevent or eventlet a "thread" of ours is a greenlet there, and blocking
+    the signals on it would block them for the whole process (a script that SIGTERM and Ctrl-C cannot stop).
+    The main thread's native id is the pid (Linux); a real thread's is not."""
     with contextlib.suppress(AttributeError, OSError, ValueError):  # no pthread_sigmask (Windows)
+        if threading.get_native_id() == os.getpid() or green.patched():
+            return
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})

@@ -49,6 +49,7 @@ class Throttle:
         self.raised = 0  # times the limit grew (the service answered well)
         self._ok = 0
         self._cond = threading.Condition(threading.Lock())
+        self.made_with = threading.Lock  # patched by gevent or eventlet since: a new throttle (see green.py)
         self._window_min = math.inf  # the least round trip of this window, and of the one before it
         self._previous_min = math.inf
         self._window_n = 0
@@ -130,8 +131,8 @@ def throttle_for(endpoint: str, project_id: str, max_in_flight: int = DEFAULT_MA
     key = (endpoint, project_id)
     with _registry_lock:
         t = _registry.get(key)
-        if t is None:
-            t = _registry[key] = Throttle(max_in_flight)
+        if t is None or t.made_with is not threading.Lock:
+            t = _registry[key] = Throttle(max(max_in_flight, t.max if t is not None else 1))
         elif max_in_flight > t.max:
             t.max = max_in_flight
         return t

@@ -11,6 +11,9 @@ retries, so several requests are in flight to a far region. Every item taken fro
 exactly once: sent, or dropped with a reason, or on disk in the spool (still queued). That is what makes
 ``sent + dropped + queued (+ folded, with storm control) == received`` hold.
 
+Under gevent or eventlet these "threads" are greenlets, and everything they wait on is made when the worker
+first starts, after the server patched (``green.py`` says why they are not real OS threads there).
+
 A bug must not end delivery: the batcher survives an exception in one step (the items in hand are dropped as
 ``error``, said once), and the handler starts a new batcher if the thread still dies (a few times at most).
 """
@@ -311,6 +314,7 @@ class Worker:
         self._stopping = False  # end the threads once everything is accounted for (or the deadline passed)
         self._final = False  # the deadline is the process's end: it does not go away
         self._thread: threading.Thread | None = None
+        self._ran = False
         # Each sender has an inbox of its own; the idle ones wait in a stack, and a batch goes to the one that
         # became idle last. So while one sender keeps up (the service is near), one thread does all the sending
         # and the others time out: on loopback, batches taken in turn by three idle threads from one shared
@@ -344,10 +348,30 @@ class Worker:
     def started(self) -> bool:
         return self._thread is not None
 
+    @property
+    def ran(self) -> bool:
+        """The batcher ran in this process (a forked child without at-fork hooks inherits a worker that never
+        did: that is why its records were not sent, not the service)."""
+        return self._ran
+
     def start(self) -> None:
+        if self._thread is None:
+            self._renew_waits()
         t = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread = t
         t.start()
+
+    def _renew_waits(self) -> None:
+        """Everything the worker's threads wait on, made now, with ``threading`` and ``queue`` as they are now:
+        a handler built before gevent or eventlet patched them (``gunicorn --preload``, a worker process forked
+        before its server patched) would otherwise have its greenlets wait on a real queue or lock and freeze
+        the hub (see green.py). Only at the first start, when none of this worker's threads exists yet."""
+        self.wakeup = Wakeup()
+        self._interrupt = threading.Event()
+        self._lock = threading.RLock()
+        self._sender_cond = threading.Condition(self._lock)
+        self.stats.cond = threading.Condition(threading.RLock())
+        self.buffer.renew_locks()
 
     def request_flush(self) -> None:
         self._flush_requested = True
@@ -395,6 +419,7 @@ class Worker:
     # --- the batcher ---------------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        self._ran = True
         notice.keep_signals_off_this_thread()
         me = threading.get_ident()
         WORKER_THREADS.add(me)
