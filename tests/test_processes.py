@@ -457,16 +457,19 @@ def test_refused_credentials_reach_stderr_when_the_handler_is_roots_only_handler
 
 def test_flush_is_false_when_records_were_dropped(emu: Emulator, isolated_logger: logging.Logger) -> None:
     """``flush()`` is True only when every record logged before it was delivered: with a queue of 5 and 20
-    records logged at once, 15 are dropped (queue_full) and flush says False."""
+    records logged at once, some are dropped (queue_full) and flush says False. At most 15: the queue holds 5;
+    exactly 15 only if the loop ends before the worker, which may take records off the queue whenever it gets
+    the GIL, takes any (so a bound; at least one, or the queue was not bounded)."""
     h = CESHandler(project_id=PROJECT, endpoint=emu.url, event_name="qfull", queue_size=5, flush_interval=60)
     isolated_logger.addHandler(h)
     for i in range(20):
         isolated_logger.error("record %d", i)
     assert h.flush(timeout=10) is False
     s = h.stats
-    assert (s.received, s.sent, s.dropped, s.queued) == (20, 5, 15, 0)
-    assert s.dropped_by_reason == {"queue_full": 15}
-    assert stored(emu, "qfull") == 5
+    full = s.dropped_by_reason.get("queue_full", 0)
+    assert 1 <= full <= 15 and s.dropped_by_reason == {"queue_full": full}, s
+    assert (s.received, s.sent, s.dropped, s.queued) == (20, 20 - full, full, 0)
+    assert stored(emu, "qfull") == 20 - full
 
 
 # --- 6. servers -----------------------------------------------------------------------------------------------
