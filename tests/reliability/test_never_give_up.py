@@ -487,41 +487,119 @@ INJECT = """
     from ces_logging.emulator import Emulator
 
     kind = "{kind}"
+    log_now = None  # the logger of the call under way (what the injected record is logged to)
     PKG = os.path.dirname(ces_logging.__file__)
 
     class Injected(Exception):
         pass
 
-    def one_call(log, k):
-        # One log call; before the k-th bytecode the app's thread runs inside the package, a signal handler's
-        # effect: an exception (kind "raises") or a record logged from inside (kind "logs").
-        state = dict(n=0, where=None)
+    def inject(state, k, where):
+        # before the k-th bytecode: a signal handler's effect, an exception or a record logged from inside
+        state["n"] += 1
+        if state["n"] == k:
+            state["where"] = where()
+            if kind == "raises":
+                raise Injected()
+            log_now.error("logged from inside, at bytecode %d", k)
 
-        def local(frame, event, arg):
-            if event == "opcode" and state["where"] is None:
-                state["n"] += 1
-                if state["n"] == k:
-                    state["where"] = f"{{os.path.relpath(frame.f_code.co_filename, PKG)}}:{{frame.f_lineno}}"
-                    if kind == "raises":
-                        raise Injected()
-                    log.error("logged from inside, at bytecode %d", k)
-            return local
+    if sys.version_info < (3, 12):
 
-        def calls(frame, event, arg):
-            if not frame.f_code.co_filename.startswith(PKG):
-                return None
-            frame.f_trace_lines = False
-            frame.f_trace_opcodes = True
-            return local
+        def one_call(log, k):
+            # One log call, with a trace function's opcode events in every frame of the package.
+            global log_now
+            log_now, state = log, dict(n=0, where=None)
 
-        sys.settrace(calls)
-        try:
-            log.error("call %d", k)
-        except Injected:
-            pass
-        finally:
-            sys.settrace(None)
-        return state
+            def local(frame, event, arg):
+                if event == "opcode" and state["where"] is None:
+                    where = lambda: f"{{os.path.relpath(frame.f_code.co_filename, PKG)}}:{{frame.f_lineno}}"
+                    inject(state, k, where)
+                return local
+
+            def calls(frame, event, arg):
+                if not frame.f_code.co_filename.startswith(PKG):
+                    return None
+                frame.f_trace_lines = False
+                frame.f_trace_opcodes = True
+                return local
+
+            sys.settrace(calls)
+            try:
+                log.error("call %d", k)
+            except Injected:
+                pass
+            finally:
+                sys.settrace(None)
+            return state
+
+    else:
+        # From 3.12 a trace function's opcode events do not reach every frame of the package; sys.monitoring's
+        # INSTRUCTION event, set on each of the package's code objects, comes before every bytecode of them.
+        # It is process-wide (settrace was per thread): the callback acts on the app's thread only.
+        import threading, types
+
+        M = sys.monitoring
+        TOOL = next(i for i in range(6) if M.get_tool(i) is None)
+        M.use_tool_id(TOOL, "inject")
+        codes_of = {{}}
+
+        def package_codes():
+            mods = sorted(n for n in sys.modules if n == "ces_logging" or n.startswith("ces_logging."))
+            key = tuple(mods)
+            if key not in codes_of:
+                found, seen = set(), set()
+
+                def walk(obj):
+                    if id(obj) in seen:
+                        return
+                    seen.add(id(obj))
+                    if isinstance(obj, types.CodeType):
+                        if obj.co_filename.startswith(PKG):
+                            found.add(obj)
+                            for c in obj.co_consts:
+                                walk(c)
+                    elif isinstance(obj, (staticmethod, classmethod)):
+                        walk(obj.__func__)
+                    elif isinstance(obj, property):
+                        for f in (obj.fget, obj.fset, obj.fdel):
+                            walk(f)
+                    elif isinstance(obj, types.FunctionType):
+                        walk(obj.__code__)
+                    elif isinstance(obj, type) and obj.__module__.startswith("ces_logging"):
+                        for v in vars(obj).values():
+                            walk(v)
+
+                for n in mods:
+                    for v in vars(sys.modules[n]).values():
+                        walk(v)
+                codes_of[key] = found
+            return codes_of[key]
+
+        def one_call(log, k):
+            global log_now
+            log_now, state = log, dict(n=0, where=None)
+            app = threading.get_ident()
+
+            def on_instruction(code, offset):
+                if state["where"] is None and threading.get_ident() == app:
+                    def where():
+                        line = next((ln for a, b, ln in code.co_lines() if a <= offset < b), None)
+                        return f"{{os.path.relpath(code.co_filename, PKG)}}:{{line}}"
+
+                    inject(state, k, where)
+
+            codes = package_codes()
+            M.register_callback(TOOL, M.events.INSTRUCTION, on_instruction)
+            for c in codes:
+                M.set_local_events(TOOL, c, M.events.INSTRUCTION)
+            try:
+                log.error("call %d", k)
+            except Injected:
+                pass
+            finally:
+                for c in codes:
+                    M.set_local_events(TOOL, c, 0)
+                M.register_callback(TOOL, M.events.INSTRUCTION, None)
+            return state
 
     def problem(h, state):
         # None when, after the injection, everything is delivered or counted; else where it went wrong
@@ -575,16 +653,12 @@ INJECT = """
 """
 
 
-@pytest.mark.skipif(
-    sys.version_info >= (3, 12),
-    reason="from 3.12 settrace runs on sys.monitoring and opcode events reach only part of the package's frames, "
-    "so the injection cannot cover every bytecode; the timer-driven test above runs on every version",
-)
 @pytest.mark.parametrize("kind", ["logs", "raises"])
 def test_7_a_signal_at_any_bytecode_of_emit(kind: str) -> None:
     """The deterministic form of the test above. A signal handler runs between two bytecodes of the app's
     thread; at which ones depends on the Python version (3.11: after calls, at loops, at function entry). Here
-    its effect is injected (with a trace function) before each bytecode the app's thread runs inside the
+    its effect is injected (with a trace function's opcode events up to 3.11, sys.monitoring's INSTRUCTION
+    events from 3.12) before each bytecode the app's thread runs inside the
     package during one log call, one at a time: an exception the app catches (``raises``) or a record logged
     from inside (``logs``); in a handler's first record (the worker starts: a fresh handler each time) and in
     later ones. After each, a flush says True with ``queued`` 0; at the end the invariant holds and the
