@@ -109,15 +109,13 @@ def _close_left_handler(h: logging.Handler) -> None:
             h.close()
 
 
-@pytest.fixture(autouse=True)
-def _leave_nothing_behind() -> Iterator[None]:
-    """Whatever a test does to the process is undone after it, pass or fail, so that tests pass in any order
-    and next to any other (pytest-randomly, pytest-xdist): the logging tree (each logger's handlers, filters,
-    level, propagate and disabled flag; ``logging.disable``), the environment, the working directory, the
-    handlers of the usual signals and the exception hooks; child processes it left running are killed with
-    their own children (multiprocessing's shared helpers excepted). Handlers that the test attached and left
-    are detached and closed. Fixtures of a wider scope are set up before this one and torn down after it, so
-    their state is part of what is restored."""
+@contextlib.contextmanager
+def process_state_restored() -> Iterator[None]:
+    """Whatever is done to the process inside is undone after it, pass or fail: the logging tree (each
+    logger's handlers, filters, level, propagate and disabled flag; ``logging.disable``), the environment, the
+    working directory, the handlers of the usual signals and the exception hooks; child processes left running
+    are killed with their own children (multiprocessing's shared helpers excepted). Handlers attached inside
+    and left there are detached and closed."""
     loggers = {n: _LoggerState(list(lg.handlers), list(lg.filters), lg.level, lg.propagate, lg.disabled)
                for n, lg in _loggers().items()}  # fmt: skip
     disable = logging.root.manager.disable
@@ -140,10 +138,11 @@ def _leave_nothing_behind() -> Iterator[None]:
         kept = {id(h) for st in loggers.values() for h in st.handlers}
         for name, lg in _loggers().items():
             st = loggers.get(name)
-            if st is None:  # made during the test: back to a new logger's state, keeping what its module set
+            if st is None:  # made inside: back to a new logger's state (a library's NullHandler kept)
                 left = [h for h in lg.handlers if not isinstance(h, logging.NullHandler)]
                 lg.handlers[:] = [h for h in lg.handlers if isinstance(h, logging.NullHandler)]
-                lg.disabled = False
+                lg.filters[:] = []
+                lg.level, lg.propagate, lg.disabled = logging.NOTSET, True, False
             else:
                 left = [h for h in lg.handlers if id(h) not in kept]
                 lg.handlers[:] = st.handlers
@@ -161,6 +160,15 @@ def _leave_nothing_behind() -> Iterator[None]:
             with contextlib.suppress(ValueError, TypeError, OSError):
                 signal.signal(s, h if h is not None else signal.SIG_DFL)
         sys.excepthook, threading.excepthook = hooks
+
+
+@pytest.fixture(autouse=True)
+def _leave_nothing_behind() -> Iterator[None]:
+    """Every test leaves the process as it found it (``process_state_restored``), so that tests pass in any
+    order and next to any other (pytest-randomly, pytest-xdist). Fixtures of a wider scope are set up before
+    this one and torn down after it, so their state is part of what is kept."""
+    with process_state_restored():
+        yield
 
 
 @pytest.fixture
