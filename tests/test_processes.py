@@ -11,6 +11,7 @@ seconds of slack for a loaded machine; speed is measured in benchmarks/, not her
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -55,7 +56,24 @@ def child_env(emu_url: str, **extra: str) -> dict[str, str]:
 
 
 def run(args: list[str], env: dict[str, str], timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    """``subprocess.run`` in a session of its own; one still running at ``timeout`` fails the test with where
+    every one of its processes was (faulthandler's dump on SIGABRT, sent to the whole group), not a bare
+    TimeoutExpired: a hang must say where it hung."""
+    p = subprocess.Popen(args, cwd=ROOT, env={**env, "PYTHONFAULTHANDLER": "1"}, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):
+            os.killpg(p.pid, signal.SIGABRT)
+        try:
+            out, err = p.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                os.killpg(p.pid, signal.SIGKILL)
+            out, err = p.communicate()
+        pytest.fail(f"{args[1:]} still running after {timeout} s; its processes' threads:\n{err[-8000:]}")
+    return subprocess.CompletedProcess(args, p.returncode, out, err)
 
 
 def run_code(code: str, emu_url: str, timeout: float = 60, **extra: str) -> subprocess.CompletedProcess[str]:
