@@ -67,7 +67,7 @@ def test_events_filters_and_pages_with_progress(emu: Emulator) -> None:
 def tail(emu: Emulator, *args: str) -> subprocess.Popen[str]:
     """``ces-logging tail`` in a process, once it is in its loop: its first query answered (it takes its start
     time before that query, so an event reported after it is new to it, and Ctrl-C lands in the loop)."""
-    env = {**os.environ, "CES_ENDPOINT": emu.url, "CES_PROJECT_ID": PROJECT}
+    env = {**os.environ, "CES_ENDPOINT": emu.url, "CES_PROJECT_ID": PROJECT, "PYTHONFAULTHANDLER": "1"}
     queries = emu.stats().get("status_200", 0)
     p = subprocess.Popen([sys.executable, "-m", "ces_logging", "tail", *args], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -81,6 +81,21 @@ def tail(emu: Emulator, *args: str) -> subprocess.Popen[str]:
     return p
 
 
+def ended(p: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """``p.communicate(timeout)``; one still running then fails the test with where its threads were
+    (faulthandler's dump on SIGABRT), not a bare TimeoutExpired."""
+    try:
+        return p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGABRT)
+        try:
+            _, err = p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+        pytest.fail(f"still running {timeout} s later; its threads:\n{err[-6000:]}")
+
+
 def test_tail_picks_up_new_events(emu: Emulator) -> None:
     c = CESClient(PROJECT, endpoint=emu.url)
     c.report_events([item(name="live", t=now_ms() - 600_000, content="old, before tail started")])
@@ -89,7 +104,7 @@ def test_tail_picks_up_new_events(emu: Emulator) -> None:
         t = now_ms()  # after tail took its start time; two times, so that the order is theirs
         c.report_events([item(name="live", t=t, content="first new")])
         c.report_events([item(name="live", t=t + 1, content="second new")])
-        out, err = p.communicate(timeout=30)
+        out, err = ended(p, 30)
     finally:
         p.kill()
         p.communicate()
@@ -101,7 +116,7 @@ def test_tail_stops_on_ctrl_c(emu: Emulator) -> None:
     p = tail(emu, "x", "--interval", "0.2")
     try:
         p.send_signal(signal.SIGINT)
-        _, err = p.communicate(timeout=20)
+        _, err = ended(p, 20)
     finally:
         p.kill()
         p.communicate()
