@@ -347,7 +347,7 @@ class Worker:
     def start(self) -> None:
         t = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread = t
-        t.start()
+        notice.start_thread(t)
 
     def request_flush(self) -> None:
         self._flush_requested = True
@@ -601,7 +601,7 @@ class Worker:
                     inbox.put(job)
                     t = threading.Thread(target=self._sender, args=(inbox,), name=f"{self.name}-send", daemon=True)
                     self._senders.append((t, inbox))
-                    t.start()
+                    notice.start_thread(t)
                     return
                 # Every sender busy (a slow service) and the buffer filling behind this batch: with a spool, it
                 # waits on disk rather than here, so that the buffer drains before it overflows (``queue_full``).
