@@ -7,7 +7,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 # The oldest and newest supported Pythons, where pyenv has them (the newest patch release of each).
 PYENV_VERSIONS ?= $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions
 OTHER_PYTEST_ARGS ?= tests
-# The suite runs in random order (pytest-randomly, seed printed at the top) on PYTEST_WORKERS processes
+# The suite runs in random order (pytest-randomly; the seed is the summary's last line) on PYTEST_WORKERS processes
 # (pytest-xdist); repeat an order with `--randomly-seed=N`; `PYTEST_WORKERS=0` runs in this one process.
 PYTEST_WORKERS ?= 2
 PYTEST_PAR := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS))

@@ -297,6 +297,14 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _LEAKS.extend((report.nodeid, s) for s in TEST_SECRETS if s in text)
 
 
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """The random order's seed, even under -q (which hides pytest-randomly's header): a failure that depends on
+    the order is run again with ``-p randomly --randomly-seed=N``."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int):
+        terminalreporter.write_line(f"random order: --randomly-seed={seed}")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _LEAKS:
         for nodeid, secret in _LEAKS:
