@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -87,13 +88,19 @@ def ended(p: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
     try:
         return p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        masks = []  # each thread's blocked, ignored, caught and pending signals: where a signal went
+        for task in Path(f"/proc/{p.pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                sig = [ln for ln in (task / "status").read_text().splitlines() if ln.startswith(("Sig", "Shd"))]
+                masks.append(f"{task.name}: {' '.join(sig)}")
         p.send_signal(signal.SIGABRT)
         try:
             _, err = p.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             p.kill()
             _, err = p.communicate()
-        pytest.fail(f"still running {timeout} s later; its threads:\n{err[-6000:]}")
+        pytest.fail(f"still running {timeout} s later; signals per thread:\n" + "\n".join(masks)
+                    + f"\nits threads:\n{err[-6000:]}")
 
 
 def test_tail_picks_up_new_events(emu: Emulator) -> None:
