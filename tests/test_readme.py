@@ -98,6 +98,7 @@ logging.getLogger("django.server").warning('"GET /missing HTTP/1.1" 404 0', extr
         total=1,
         stdout='] "GET /missing HTTP/1.1" 404 0',
     ),
+    "@ces_logging.deliver_before_return": Expect(events=(("orders", "payment failed for order 42", "Major"),), total=1),
     "logging.LoggerAdapter(base": Expect(events=(("shop_orders", "[r-42] payment provider slow: 2300 ms", "Minor"),),
                                          total=1),
     'IAMPasswordTokenProvider("alice", "her-password"': Expect(
