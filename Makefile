@@ -7,6 +7,10 @@ DEMO_STAMP := $(VENV)/.installed-demo
 # The oldest and newest supported Pythons, where pyenv has them (the newest patch release of each).
 PYENV_VERSIONS ?= $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions
 OTHER_PYTEST_ARGS ?= tests
+# The suite runs in random order (pytest-randomly; the seed is the summary's last line) on PYTEST_WORKERS processes
+# (pytest-xdist); repeat an order with `--randomly-seed=N`; `PYTEST_WORKERS=0` runs in this one process.
+PYTEST_WORKERS ?= 2
+PYTEST_PAR := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS))
 OTHER_PYTHONS ?= $(foreach v,3.10 3.13,$(lastword $(sort $(wildcard $(PYENV_VERSIONS)/$(v).*/bin/python3))))
 
 .PHONY: demo test lint bench test-other-pythons clean
@@ -32,7 +36,7 @@ lint: $(STAMP)
 	$(PY) -m mypy
 
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_PAR)
 
 # The suite (no lint) in a venv per interpreter, .venv-3.10 and .venv-3.13; an absent one is skipped.
 # A run that collects no test fails (pytest's exit 5 never passes as "fine").
@@ -44,7 +48,7 @@ test-other-pythons:
 	  [ -x $$venv/bin/python ] || { $$py -m venv $$venv && $$venv/bin/python -m pip install -q --upgrade pip; }; \
 	  if [ ! -f $$venv/.installed ] || [ pyproject.toml -nt $$venv/.installed ]; then \
 	    $$venv/bin/python -m pip install -q -e '.[test]' && touch $$venv/.installed; fi; \
-	  rc=0; $$venv/bin/python -m pytest -q -p no:cacheprovider $(OTHER_PYTEST_ARGS) || rc=$$?; \
+	  rc=0; $$venv/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_PAR) $(OTHER_PYTEST_ARGS) || rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "Python $$v: pytest collected no test: the suite is broken there"; exit 1; fi; \
 	  if [ $$rc -ne 0 ]; then exit $$rc; fi; \
 	done

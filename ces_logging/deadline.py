@@ -61,7 +61,7 @@ class _Watchdog:
             heapq.heappush(self._heap, (scope.deadline, next(self._seq), scope))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="ces-deadline", daemon=True)
-                self._thread.start()
+                notice.start_thread(self._thread)
             elif self._waiting_until is None or scope.deadline < self._waiting_until:
                 self._cond.notify()
 

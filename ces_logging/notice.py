@@ -63,6 +63,27 @@ def reset_after_fork() -> None:
     _suppressed.clear()
 
 
+_ENDING_SIGNALS: Final = frozenset(getattr(signal, n) for n in ("SIGTERM", "SIGINT") if hasattr(signal, n))
+
+
+def start_thread(t: threading.Thread) -> None:
+    """``t.start()`` with SIGTERM and SIGINT blocked from the thread's first instruction (a thread is born with
+    its creator's signal mask). ``keep_signals_off_this_thread`` at the top of the thread's function comes too
+    late for a signal sent while the new thread waits for the GIL to get there: the kernel may hand it to that
+    thread, and a main thread asleep in C (``time.sleep``, a semaphore) is never woken for it (seen: Ctrl-C
+    lost by ``ces-logging tail``, a pool worker that slept through its SIGTERM). The creator's own mask is back
+    as it was once the thread has started; a signal sent meanwhile waits for it, and is not lost."""
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _ENDING_SIGNALS)
+    except (AttributeError, OSError, ValueError):  # no pthread_sigmask (Windows)
+        t.start()
+        return
+    try:
+        t.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def keep_signals_off_this_thread() -> None:
     """Block the process-directed signals that end a process (SIGTERM, SIGINT) on this thread, one of ours.
 

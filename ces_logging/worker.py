@@ -359,7 +359,7 @@ class Worker:
             self._renew_waits()
         t = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread = t
-        t.start()
+        notice.start_thread(t)
 
     def _renew_waits(self) -> None:
         """Everything the worker's threads wait on, made now, with ``threading`` and ``queue`` as they are now:
@@ -626,7 +626,7 @@ class Worker:
                     inbox.put(job)
                     t = threading.Thread(target=self._sender, args=(inbox,), name=f"{self.name}-send", daemon=True)
                     self._senders.append((t, inbox))
-                    t.start()
+                    notice.start_thread(t)
                     return
                 # Every sender busy (a slow service) and the buffer filling behind this batch: with a spool, it
                 # waits on disk rather than here, so that the buffer drains before it overflows (``queue_full``).

@@ -110,8 +110,10 @@ def test_storm_summary_is_sent_when_its_window_closes(emu: Emulator, isolated_lo
     summary = events[3]
     assert summary["detail"]["content"] == "disk almost full: 99% [+17 similar in 0.5s]"
     assert summary["detail"]["event_level"] == "Minor" and summary["event_source"] == events[0]["event_source"]
-    assert h.stats.folded == 17
-    time.sleep(0.6)  # a new window
+    # The emulator stores the summary before the handler reads its answer, and the 17 records count as folded
+    # only then: wait for the count itself. Its window closed before the summary went, so what follows is in
+    # a new window (records are grouped by their own time).
+    assert wait_for(lambda: h.stats.folded == 17, timeout=10), h.stats
     for _ in range(5):
         isolated_logger.warning("disk almost full: %d%%", 99)
     assert h.flush(timeout=10)
@@ -429,28 +431,30 @@ def test_context_and_storm_from_dictconfig(emu: Emulator) -> None:
         assert ks == [2]
         check(h)
     finally:
-        logging.config.dictConfig({"version": 1, "loggers": {"shop": {"handlers": []}}})
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
+                                   "loggers": {"shop": {"handlers": []}}})  # fmt: skip
         h.close()
 
 
 @pytest.mark.parametrize(
-    "options",
+    ("options", "says"),
     [
-        {"storm_control": "ten per minute"},
-        {"storm_control": "0/5s"},
-        {"storm_control": "10/0s"},
-        {"storm_control": "10/2h"},
-        {"storm_control": (10,)},
-        {"storm_control": 10},
-        {"context_records": "-1", "event_level": "ERROR"},
-        {"context_records": "lots", "event_level": "ERROR"},
-        {"context_records": "101", "event_level": "ERROR"},
-        {"context_records": "3"},  # without event_level the handler never sees a record below its events
-        {"event_level": "LOUDEST"},
+        ({"storm_control": "ten per minute"}, "storm_control"),
+        ({"storm_control": "0/5s"}, "storm_control"),
+        ({"storm_control": "10/0s"}, "storm_control"),
+        ({"storm_control": "10/2h"}, "storm_control"),
+        ({"storm_control": (10,)}, "storm_control"),
+        ({"storm_control": 10}, "storm_control"),
+        ({"context_records": "-1", "event_level": "ERROR"}, "context_records"),
+        ({"context_records": "lots", "event_level": "ERROR"}, "context_records"),
+        ({"context_records": "101", "event_level": "ERROR"}, "context_records"),
+        ({"context_records": "3"}, "event_level"),  # without it the handler never sees a record below its events
+        ({"event_level": "LOUDEST"}, "LOUDEST"),
     ],
 )
-def test_bad_alarm_options_are_config_errors(emu: Emulator, options: dict[str, Any]) -> None:
-    with pytest.raises(ConfigError):
+def test_bad_alarm_options_are_config_errors(emu: Emulator, options: dict[str, Any], says: str) -> None:
+    """Each refused for its own reason: the error names the option that is wrong."""
+    with pytest.raises(ConfigError, match=says):
         handler_factory(project_id=PROJECT, endpoint=emu.url, **options)
 
 
@@ -485,7 +489,6 @@ def test_five_handlers_slow_down_together_on_429_and_lose_nothing(emu: Emulator)
         lg.addHandler(h)
         logs.append(lg)
     emu.add_fault(seconds=throttled_s, status=429, retry_after=str(int(retry_after)))
-    raised = throttle.raised  # every answer is a 429 until the fault ends: the limit can only come down
     start = time.monotonic()
     served = []  # (seconds since start, faults served): the request rate during the throttle
     for i in range(40):
@@ -502,9 +505,9 @@ def test_five_handlers_slow_down_together_on_429_and_lose_nothing(emu: Emulator)
     assert 2 <= total <= bound, (total, served)
     for h in handlers:
         assert h.flush(timeout=60)
-    # Sped up again, for all of them, as the service recovered (on loopback it may settle back at one in flight:
-    # more only queue at the emulator, see test_throttle.py).
-    assert throttle.raised > raised
+    # Not paused any more, for all of them, once the service recovered (whether the limit grows again after that
+    # depends on loopback timing: test_throttle.py decides that rule on given round trips).
+    assert throttle.not_before <= time.monotonic()
     for k, h in enumerate(handlers):
         assert sorted(contents(emu, f"thr{k}")) == sorted(f"record {i}" for i in range(40))
         s = h.stats
@@ -527,7 +530,7 @@ anything = st.one_of(
 )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # one test uses it: a wider scope would let another test's dictConfig close its handlers
 def hostile_alarms() -> Iterator[tuple[Emulator, list[CESHandler], logging.Logger]]:
     with Emulator() as emu:
         options = {"storm_control": "2/1s", "event_level": "WARNING", "context_records": 3}

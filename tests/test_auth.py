@@ -18,7 +18,7 @@ from ces_logging.auth import canonical_query, canonical_uri
 from ces_logging.credentials import resolve_auth
 from ces_logging.emulator import Emulator
 
-from .conftest import AK, PROJECT, SK, item
+from .conftest import AK, PROJECT, SK, frozen_wall_clock, item
 
 CASES = [
     ("POST", "https://ces.cn-north-4.myhuaweicloud.com", "/V1.0/p1/events", [], b'[{"a":1}]', None),
@@ -140,7 +140,7 @@ def test_iam_wrong_password_is_an_auth_error(iam_emu: Emulator) -> None:
 
 
 def test_iam_token_refreshed_one_hour_before_expiry(iam_emu: Emulator) -> None:
-    with freeze_time("2026-05-01 00:00:00") as clock:
+    with frozen_wall_clock("2026-05-01 00:00:00") as clock:
         prov = IAMPasswordTokenProvider("alice", "pw-alice-secret", "dom", region="x", iam_endpoint=iam_emu.url)
         first = prov.token()
         clock.tick(22 * 3600)
@@ -185,7 +185,7 @@ def test_chain_metadata_temporary_keys(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_metadata_keys_refreshed_before_expiry(monkeypatch: pytest.MonkeyPatch) -> None:
-    with freeze_time("2026-05-01 00:00:00") as clock, Emulator(metadata=True, metadata_ttl=900) as emu:
+    with frozen_wall_clock("2026-05-01 00:00:00") as clock, Emulator(metadata=True, metadata_ttl=900) as emu:
         resolved = resolve_auth(project_id=PROJECT, env={"CES_METADATA_URL": emu.url})
         provider = resolved.auth.provider  # type: ignore[union-attr]
         first = provider.credentials()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -20,7 +20,7 @@ from ces_logging import CESClient
 from ces_logging.cli import build_parser, parse_time
 from ces_logging.emulator import Emulator
 
-from .conftest import AK, PROJECT, SK, item, now_ms
+from .conftest import AK, PROJECT, SK, item, now_ms, wait_for
 
 
 def cli(*args: str, emu: Emulator | None = None, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
@@ -65,32 +65,69 @@ def test_events_filters_and_pages_with_progress(emu: Emulator) -> None:
     assert none.returncode == 0 and "no nothing events match" in none.stderr
 
 
-def test_tail_picks_up_new_events(emu: Emulator) -> None:
-    env = {**os.environ, "CES_ENDPOINT": emu.url, "CES_PROJECT_ID": PROJECT}
-    p = subprocess.Popen([sys.executable, "-m", "ces_logging", "tail", "live", "--interval", "0.2", "--count", "2",
-                          "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+def tail(emu: Emulator, *args: str) -> subprocess.Popen[str]:
+    """``ces-logging tail`` in a process, once it is in its loop: its first query answered (it takes its start
+    time before that query, so an event reported after it is new to it, and Ctrl-C lands in the loop)."""
+    env = {**os.environ, "CES_ENDPOINT": emu.url, "CES_PROJECT_ID": PROJECT, "PYTHONFAULTHANDLER": "1"}
+    queries = emu.stats().get("status_200", 0)
+    p = subprocess.Popen([sys.executable, "-m", "ces_logging", "tail", *args], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        c = CESClient(PROJECT, endpoint=emu.url)
-        c.report_events([item(name="live", t=now_ms() - 600_000, content="old, before tail started")])
-        time.sleep(1.0)
-        c.report_events([item(name="live", content="first new")])
-        time.sleep(0.5)
-        c.report_events([item(name="live", content="second new")])
-        out, err = p.communicate(timeout=30)
+        assert wait_for(lambda: emu.stats().get("status_200", 0) > queries or p.poll() is not None, timeout=60)
+        assert p.poll() is None, p.communicate()
+    except BaseException:
+        p.kill()
+        p.communicate()
+        raise
+    return p
+
+
+def ended(p: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """``p.communicate(timeout)``; one still running then fails the test with where its threads were
+    (faulthandler's dump on SIGABRT), not a bare TimeoutExpired."""
+    try:
+        return p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        masks = []  # each thread's blocked, ignored, caught and pending signals: where a signal went
+        for task in Path(f"/proc/{p.pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                sig = [ln for ln in (task / "status").read_text().splitlines() if ln.startswith(("Sig", "Shd"))]
+                masks.append(f"{task.name}: {' '.join(sig)}")
+        p.send_signal(signal.SIGABRT)
+        try:
+            _, err = p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+        pytest.fail(f"still running {timeout} s later; signals per thread:\n" + "\n".join(masks)
+                    + f"\nits threads:\n{err[-6000:]}")
+
+
+def test_tail_picks_up_new_events(emu: Emulator) -> None:
+    c = CESClient(PROJECT, endpoint=emu.url)
+    c.report_events([item(name="live", t=now_ms() - 600_000, content="old, before tail started")])
+    p = tail(emu, "live", "--interval", "0.2", "--count", "2", "--json")
+    try:
+        t = now_ms()  # after tail took its start time; two times, so that the order is theirs
+        c.report_events([item(name="live", t=t, content="first new")])
+        c.report_events([item(name="live", t=t + 1, content="second new")])
+        out, err = ended(p, 30)
     finally:
         p.kill()
+        p.communicate()
     assert p.returncode == 0, err
     assert [json.loads(x)["detail"]["content"] for x in out.splitlines()] == ["first new", "second new"]
 
 
 def test_tail_stops_on_ctrl_c(emu: Emulator) -> None:
-    env = {**os.environ, "CES_ENDPOINT": emu.url, "CES_PROJECT_ID": PROJECT}
-    p = subprocess.Popen([sys.executable, "-m", "ces_logging", "tail", "x", "--interval", "0.2"], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    time.sleep(1.5)
-    p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=20)
-    assert p.returncode == 0 and "Traceback" not in err
+    p = tail(emu, "x", "--interval", "0.2")
+    try:
+        p.send_signal(signal.SIGINT)
+        _, err = ended(p, 20)
+    finally:
+        p.kill()
+        p.communicate()
+    assert p.returncode == 0 and "Traceback" not in err, err
 
 
 @pytest.fixture

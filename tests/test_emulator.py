@@ -32,7 +32,7 @@ from ces_logging import CESClient, ConfigError
 from ces_logging.emulator import Emulator
 from ces_logging.events import EVENT_ID_RE, WINDOW_FUTURE_MS, WINDOW_PAST_MS
 
-from .conftest import AK, PROJECT, SK, item, now_ms, wait_for
+from .conftest import AK, PROJECT, SK, frozen_wall_clock, item, now_ms, wait_for
 
 
 def sdk(emu: Emulator, sk: str = SK, project: str = PROJECT) -> CesClient:
@@ -267,9 +267,8 @@ def test_missing_fields_and_malformed_bodies(emu: Emulator) -> None:
     assert big.status_code == 413 and big.json()["error_code"] == "APIGW.0201"
 
 
-@freeze_time("2026-01-15 12:00:00")
 def test_time_window_edges() -> None:
-    with Emulator() as emu:
+    with frozen_wall_clock("2026-01-15 12:00:00"), Emulator() as emu:
         now = int(time.time() * 1000)
         assert post(emu, [item(t=now - WINDOW_PAST_MS)]).status_code == 201
         assert post(emu, [item(t=now + WINDOW_FUTURE_MS)]).status_code == 201

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+import threading
 import time
 from typing import Any
 
 import pytest
-from freezegun import freeze_time
 
 from ces_logging import CESHandler, ConfigError, configure, handler_factory
 from ces_logging.emulator import Emulator
 
-from .conftest import PROJECT, wait_for
+from .conftest import PROJECT, frozen_wall_clock, wait_for
 
 
 def make(emu: Emulator, **kw: Any) -> CESHandler:
@@ -212,7 +212,7 @@ def test_unformattable_message_still_becomes_an_event(emu: Emulator, log: loggin
 
 def test_50_identical_records_in_one_millisecond_are_50_events(emu: Emulator, log: logging.Logger) -> None:
     h = attach(log, make(emu, event_name="burst"))
-    with freeze_time("2026-11-24 10:00:00.123"):
+    with frozen_wall_clock("2026-11-24 10:00:00.123"):
         for _ in range(50):
             log.error("same text")  # same key fields, same created time
         assert h.flush(timeout=10)
@@ -293,7 +293,7 @@ def test_auth_failure_drops_with_reason(log: logging.Logger) -> None:
 def test_too_old_records_are_dropped_not_sent(emu: Emulator, log: logging.Logger) -> None:
     h = attach(log, make(emu, event_name="old"))
     emu.add_fault(count=1, status=503)
-    with freeze_time("2026-11-24 10:00:00") as clock:
+    with frozen_wall_clock("2026-11-24 10:00:00") as clock:
         log.error("will be too old")
         assert wait_for(lambda: h.stats.retries == 1)
         clock.tick(3600)  # an hour passes before the retry
@@ -324,11 +324,16 @@ def test_bounded_queue_accounting(emu: Emulator, log: logging.Logger) -> None:
     for i in range(20):
         log.error("n%d", i)
     s = h.stats
-    assert s.received == 21 and s.dropped_by_reason == {"queue_full": 15}
+    # The queue holds 5 while the first request hangs: at most 15 of the 20 are dropped (more would be a queue
+    # smaller than asked). Exactly 15 only when the loop ends before the worker, which may take a record off the
+    # queue whenever it gets the GIL, takes one: a bound, and at least one drop (an unbounded queue has none).
+    full = s.dropped_by_reason.get("queue_full", 0)
+    assert s.received == 21 and s.dropped_by_reason == {"queue_full": full} and 1 <= full <= 15, s
     check_accounting(h)
-    assert not h.flush(timeout=10)  # everything accounted for, 15 of it dropped: False
+    assert not h.flush(timeout=10)  # everything accounted for, some of it dropped: False
     s = h.stats
-    assert (s.sent, s.dropped, s.queued) == (6, 15, 0)
+    assert (s.sent, s.dropped, s.queued) == (21 - full, full, 0)
+    assert emu.count(PROJECT) == 21 - full
     check_accounting(h)
 
 
@@ -347,7 +352,9 @@ def test_close_with_hung_service_returns_within_grace(emu: Emulator, log: loggin
     assert wait_for(lambda: emu.stats().get("faults_served") == 1)
     t = time.monotonic()
     h.close()
-    assert time.monotonic() - t < 0.5 + 1.5  # did not wait for the hung request
+    # The hung request answers after 8 s: a close that ends well before that did not wait for it. The margin
+    # over the 0.5 s grace period is for a loaded machine; the 8 s hang is what a wrong close would wait for.
+    assert time.monotonic() - t < 8.0 - 2.0
     log.removeHandler(h)
 
 
@@ -361,20 +368,40 @@ def test_emit_after_close_is_counted(emu: Emulator, log: logging.Logger) -> None
     check_accounting(h)
 
 
-def test_worker_http_logs_do_not_loop_back(emu: Emulator) -> None:
+def test_worker_http_logs_do_not_loop_back() -> None:
+    """What is logged on the worker's threads (urllib3's lines, a token provider's, a formatter's) never comes
+    back into a handler: the provider here logs a WARNING each time the worker asks it for a token, to a root
+    logger at DEBUG that has the CES handler. Another handler on root sees those records (so they were logged,
+    and reached root), the CES handler does not: one record received, one event, however many requests."""
+
+    class ChattyProvider:
+        def token(self) -> str:
+            logging.getLogger("provider.iam").warning("fetching a token on %s", threading.current_thread().name)
+            return "tok"
+
+        def invalidate(self) -> None:
+            pass
+
+    seen: list[logging.LogRecord] = []
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
     root = logging.getLogger()
-    old_level = root.level
-    h = make(emu, event_name="noloop")
-    root.addHandler(h)
-    root.setLevel(logging.DEBUG)
-    try:
+    with Emulator(token="tok") as emu:
+        h = CESHandler(project_id=PROJECT, endpoint=emu.url, token_provider=ChattyProvider(), event_name="noloop",
+                       flush_interval=0.05)  # fmt: skip
+        root.addHandler(h)
+        root.addHandler(Seen())
+        root.setLevel(logging.DEBUG)
         logging.getLogger("app").error("one record")
         assert h.flush(timeout=10)
-        time.sleep(0.2)
-        assert h.stats.received == 1 and emu.count(PROJECT) == 1
-    finally:
+        assert [r.name for r in seen if r.name == "provider.iam"], [r.name for r in seen]
+        assert any(r.thread != threading.get_ident() for r in seen if r.name == "provider.iam")
+        assert h.flush(timeout=10)
+        assert h.stats.received == 1 and emu.count(PROJECT) == 1, (h.stats, emu.count(PROJECT))
         root.removeHandler(h)
-        root.setLevel(old_level)
         h.close()
 
 
@@ -447,6 +474,7 @@ def test_bad_options_fail_at_configuration(emu: Emulator, kwargs: dict[str, Any]
 def test_dictconfig_class_and_factory_with_strings(emu: Emulator) -> None:
     cfg = {
         "version": 1,
+        "disable_existing_loggers": False,  # the others of this process stay enabled
         "handlers": {
             "ces": {
                 "class": "ces_logging.CESHandler",
@@ -510,6 +538,7 @@ def test_reconfiguring_20_times_leaves_one_worker(emu: Emulator) -> None:
                     }
                 },
                 "loggers": {"rc": {"handlers": ["ces"], "level": "INFO", "propagate": False}},
+                "disable_existing_loggers": False,
             }
         )
         handlers.append(logging.getLogger("rc").handlers[0])  # type: ignore[arg-type]
@@ -550,7 +579,7 @@ def test_time_drift_is_bounded_and_counted(emu: Emulator, log: logging.Logger, m
 
     monkeypatch.setattr(TimeAssigner, "MAX_DRIFT_MS", 20)  # 20 ms of drift instead of 5 min
     h = attach(log, make(emu, event_name="drift", process_identity=False))
-    with freeze_time("2026-11-24 10:00:00"):
+    with frozen_wall_clock("2026-11-24 10:00:00"):
         for _ in range(30):
             log.error("same key, same millisecond")
         assert not h.flush(timeout=10)
@@ -568,7 +597,7 @@ def test_time_drift_with_identity_starts_a_new_key(
 
     monkeypatch.setattr(TimeAssigner, "MAX_DRIFT_MS", 20)
     h = attach(log, make(emu, event_name="drift2"))
-    with freeze_time("2026-11-24 10:00:00"):
+    with frozen_wall_clock("2026-11-24 10:00:00"):
         for _ in range(30):
             log.error("same key, same millisecond")
         assert h.flush(timeout=10)

@@ -38,7 +38,9 @@ def test_exit_with_hung_service_is_bounded_and_says_what_was_lost(emu: Emulator)
     emu.clear_faults()
     assert r.returncode == 0
     assert "1 event(s) not delivered at exit" in r.stderr
-    assert elapsed < 1.0 + 1.0 + 5.0  # the grace period plus a second, plus interpreter start-up
+    # The hung requests answer after 20 s: an exit that waited for one ends after that. Within 15 s: the 1 s
+    # grace period, and the child interpreter's start-up and teardown on a loaded machine.
+    assert elapsed < 20.0 - 5.0, elapsed
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -103,12 +104,15 @@ def test_configure_info_keeps_what_other_handlers_print(emu: Emulator, root_cons
     assert s.sent + s.dropped + s.queued == s.received and s.queued == 0
 
 
-sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")
+@pytest.fixture
+def sdk_trace() -> Any:
+    """The OpenTelemetry SDK's tracing, or a skip of the test that needs it (and only of that one)."""
+    return pytest.importorskip("opentelemetry.sdk.trace")
 
 
 @pytest.mark.parametrize("json_content", [False, True])
 def test_trace_ids_on_events_of_a_traced_app(
-    emu: Emulator, isolated_logger: logging.Logger, json_content: bool
+    emu: Emulator, isolated_logger: logging.Logger, json_content: bool, sdk_trace: Any
 ) -> None:
     """With a recording span, the event carries its trace and span ids: a short suffix on text, two fields
     in JSON. Without a span, nothing is added."""

@@ -12,11 +12,13 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ces_logging import CESHandler
 from ces_logging.emulator import Emulator
+from ces_logging.throttle import Throttle
 from ces_logging.worker import WorkerStats
 
 from .conftest import PROJECT, wait_for
@@ -60,19 +62,56 @@ def emulator_process() -> Iterator[str]:
             p.kill()
 
 
-def test_a_near_service_gets_one_request_at_a_time(isolated_logger: logging.Logger) -> None:
-    """On loopback the emulator answers one request after the other: a second request in flight only waits
-    behind the first. After the first few answers say so, requests go one at a time (a probe of one more now
-    and then)."""
+def drive(throttle: Throttle, rounds: int, rtt_of: Callable[[int], float]) -> None:
+    """Rounds of as many requests as the throttle lets in flight at once, each answered ok after
+    ``rtt_of(in flight with it)`` seconds: the throttle's decisions without a clock or a network."""
+    for _ in range(rounds):
+        started = [throttle.acquire(deadline=time.monotonic() + 5) for _ in range(throttle.limit)]
+        assert all(started), "a slot was refused with nothing in flight"
+        for c in started:
+            throttle.release(True, rtt=rtt_of(c), in_flight=c)
+
+
+def test_a_service_that_serves_one_request_after_the_other_gets_one_at_a_time() -> None:
+    """The near service's rule, on given round trips (the end-to-end numbers are benchmarks: under load a
+    loopback round trip says more about the scheduler than about the throttle): where each request beyond the
+    first waits a whole floor behind the others, more in flight delivers nothing sooner, so the limit comes back
+    to one and stays there but for a probe of one more every PROBE_AFTER requests."""
+    t = Throttle(max_in_flight=4)
+    drive(t, 400, lambda c: 0.001 * c)  # c in flight: the last answer comes c floors later
+    assert t.limit <= 2, t  # 1, or 2 while a probe is on
+    assert t.concurrent <= t.requests // 4, (t.concurrent, t.requests)
+    # the same round trips, but each request takes only 10 % of a floor more per other one in flight: the link's
+    u = Throttle(max_in_flight=4)
+    drive(u, 400, lambda c: 0.001 * (1 + 0.1 * (c - 1)))
+    assert u.limit == u.max == 4, u
+    assert u.concurrent >= u.requests // 2, (u.concurrent, u.requests)
+
+
+def test_overload_halves_the_limit_and_the_pause_holds_everyone() -> None:
+    """A 429 with Retry-After: the limit halves and nobody gets a slot before the pause ends (the deadline
+    given to acquire comes first); answers that are well again raise it one at a time."""
+    t = Throttle(max_in_flight=4)
+    drive(t, 50, lambda c: 0.001)
+    assert t.limit == 4
+    c = t.acquire()
+    t.release(False, pause=30.0, in_flight=c)
+    assert t.limit == 2
+    assert t.acquire(deadline=time.monotonic() + 0.05) == 0  # held by the pause, not by the limit
+    t.not_before = 0.0  # the pause is over
+    raised = t.raised
+    drive(t, 10, lambda c: 0.001)
+    assert t.limit == 4 and t.raised == raised + 2
+
+
+def test_a_near_service_delivers_a_burst_once_each(isolated_logger: logging.Logger) -> None:
+    """End to end against an emulator in a process of its own: every record of a burst stored once, whatever
+    the throttle chose (its choices are the benchmark's to measure and the tests above to decide)."""
     n = 20_000
     with emulator_process() as url:
         h = burst(url, isolated_logger, n)
         assert h._worker is not None
-        throttle = h._worker.throttle
-        assert throttle.requests >= n // 100
-        # The start (limit 2) and a probe of two in flight every PROBE_AFTER (64) requests, a few answers each.
-        assert throttle.concurrent <= throttle.requests // 4, (throttle.concurrent, throttle.requests)
-        assert throttle.limit <= 2
+        assert 1 <= h._worker.throttle.limit <= h._worker.throttle.max
         with urllib.request.urlopen(f"{url}/_emulator/stats", timeout=10) as r:
             assert json.load(r)["events_in_store"] == n
         check(h, n)
@@ -80,17 +119,17 @@ def test_a_near_service_gets_one_request_at_a_time(isolated_logger: logging.Logg
         h.close()
 
 
-def test_a_far_service_gets_several_requests_in_flight(isolated_logger: logging.Logger) -> None:
-    """Each answer held 100 ms, for all requests at once: a round trip that is the link's. Requests in
-    flight grow to the limit (4) and stay there; every record is stored once."""
+def test_a_far_service_delivers_a_burst_once_each(isolated_logger: logging.Logger) -> None:
+    """Each answer held 100 ms, for all requests at once: a round trip that is the link's. Every record is
+    stored once, none twice, whatever number in flight the throttle chose (the rule is decided above on given
+    round trips; on a loaded machine the emulator, in this process, shares its GIL with the handler, and the
+    round trips it gives say more about the scheduler than about a far link)."""
     n = 3_000
     with Emulator() as emu:
         emu.add_fault(delay=0.1, store=True, seconds=300)
         h = burst(emu.url, isolated_logger, n)
         assert h._worker is not None
-        throttle = h._worker.throttle
-        assert throttle.limit == throttle.max == 4
-        assert throttle.concurrent >= throttle.requests // 2, (throttle.concurrent, throttle.requests)
+        assert 1 <= h._worker.throttle.limit <= h._worker.throttle.max
         assert emu.count(PROJECT) == n
         assert emu.stats().get("events_duplicate", 0) == 0
         check(h, n)

@@ -27,7 +27,7 @@ from ces_logging.errors import CESTransportError, CESValidationError
 from ces_logging.events import event_key, now_ms
 from ces_logging.mapping import DEFAULT_LEVEL_MAP, DEFAULT_STATE_MAP, EventBuilder, TimeAssigner, encode_batch
 
-from .conftest import PROJECT, item
+from .conftest import PROJECT, item, wait_for
 
 COMPACT = {"ensure_ascii": False, "separators": (",", ":")}
 
@@ -279,7 +279,7 @@ def test_a_kept_alive_connection_the_server_closed_is_replaced_without_a_retry(i
     with Emulator(idle_timeout=0.3) as emu:
         c = CESClient(PROJECT, endpoint=emu.url, timeout=5)
         c.report_events([item()])
-        time.sleep(0.8)
+        assert wait_for(lambda: emu.active_connections == 0, timeout=10)  # the server closed the idle one
         c.report_events([item("second")])
         assert emu.count() == 2
         h = CESHandler(project_id=PROJECT, endpoint=emu.url, event_name="idle", flush_interval=0.05)
@@ -288,7 +288,8 @@ def test_a_kept_alive_connection_the_server_closed_is_replaced_without_a_retry(i
             for i in range(20):
                 isolated_logger.error("round %d record %d", round_, i)
             assert h.flush(timeout=10)
-            time.sleep(0.8)  # past the server's idle timeout: the pooled connection is closed under us
+            # past the server's idle timeout: the pooled connection is closed under us
+            assert wait_for(lambda: emu.active_connections == 0, timeout=10)
         isolated_logger.removeHandler(h)
         h.close()
         s = h.stats

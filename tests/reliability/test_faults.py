@@ -18,12 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
-from freezegun import freeze_time
 
 from ces_logging import CESHandler, IAMPasswordTokenProvider
 from ces_logging.emulator import Emulator
 
-from ..conftest import PROJECT, item, wait_for
+from ..conftest import PROJECT, frozen_wall_clock, item, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -302,7 +301,7 @@ def _rss_kib() -> int:
 def test_credentials_expiring_mid_stream_lose_nothing(isolated_logger: logging.Logger) -> None:
     """IAM tokens that expire (and one revoked by the server) while records flow: no event lost."""
     with (
-        freeze_time("2026-11-24 08:00:00") as clock,
+        frozen_wall_clock("2026-11-24 08:00:00") as clock,
         Emulator(iam_users={("d", "u"): "pw"}, token_ttl=24 * 3600) as emu,
     ):
         prov = IAMPasswordTokenProvider("u", "pw", "d", region="x", iam_endpoint=emu.url)

@@ -49,7 +49,7 @@ ces_extra = st.one_of(
 )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # one test uses it: a wider scope would let another test's dictConfig close its handler
 def hostile_setup() -> Iterator[tuple[Emulator, CESHandler, logging.Logger]]:
     with Emulator() as emu:
         h = CESHandler(project_id=PROJECT, endpoint=emu.url, flush_interval=0.05)

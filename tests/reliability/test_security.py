@@ -104,13 +104,16 @@ def test_a_token_provider_giving_a_bad_token_fails_without_quoting_it(
                        grace_period=0.5)  # fmt: skip
         isolated_logger.addHandler(h)
         isolated_logger.error("will not be sent")
-        h.flush(timeout=5)
+        assert h.flush(timeout=5) is False  # accounted for (dropped), in time
         isolated_logger.removeHandler(h)
         h.close()
         assert_accounted(h)
         assert h.stats.sent == 0 and emu.count() == 0
     captured = capfd.readouterr()
     assert TOKEN not in captured.out + captured.err
+    # the drop is said on stderr, as every drop is: one line naming the refused credentials
+    lines = [ln for ln in captured.err.splitlines() if ln.startswith("ces_logging:")]
+    assert any("credentials refused" in ln and "1 event(s) dropped" in ln for ln in lines), captured.err
 
 
 def test_a_header_value_refused_by_the_http_stack_never_reaches_the_error_text() -> None:
@@ -233,6 +236,13 @@ def trickle() -> Iterator[type[Trickler]]:
         t.close()
 
 
+# A trickling server answers after 30+ s; a call under a deadline of 0.5-2 s must end long before that. The
+# bound leaves room for a loaded machine (a busy core, four other test runs) and is still a third of the trickle,
+# so a missing deadline fails it every time. The lower bounds: the call waits out its deadline (less a tenth:
+# the deadline is met by socket timeouts whose rounding is not ours), it is not cut sooner.
+WELL_BEFORE_THE_TRICKLE_S = 10.0
+
+
 def timed(fn: object) -> tuple[float, BaseException | None]:
     t0 = time.monotonic()
     try:
@@ -253,7 +263,7 @@ def test_metadata_provider_has_a_total_deadline(trickle: type[Trickler]) -> None
     assert srv.seconds_to_answer() > 30  # what the old per-read timeout let it take
     took, err = timed(lambda: MetadataCredentialsProvider(srv.url, timeout=1.0).credentials())
     assert isinstance(err, CESTransportError) and "Timeout" in str(err)
-    assert took < 4.0  # 1 s deadline plus generous scheduling slack, far below the trickle's 30+ s
+    assert 0.9 <= took < WELL_BEFORE_THE_TRICKLE_S, took
 
 
 def test_handler_construction_with_a_trickling_metadata_service_ends_in_its_2s_timeout(
@@ -265,7 +275,7 @@ def test_handler_construction_with_a_trickling_metadata_service_ends_in_its_2s_t
     monkeypatch.setenv("CES_METADATA_URL", srv.url)
     took, err = timed(lambda: CESHandler(project_id=PROJECT, endpoint="http://127.0.0.1:1"))
     assert isinstance(err, ConfigError) and "no credentials found" in str(err)
-    assert took < 5.0
+    assert 1.8 <= took < WELL_BEFORE_THE_TRICKLE_S, took
 
 
 def test_iam_provider_has_a_total_deadline(trickle: type[Trickler]) -> None:
@@ -273,7 +283,7 @@ def test_iam_provider_has_a_total_deadline(trickle: type[Trickler]) -> None:
     prov = IAMPasswordTokenProvider("alice", "SECRET-PASSWORD-xyz", "dom", region="r", iam_endpoint=srv.url,
                                     timeout=1.0)  # fmt: skip
     took, err = timed(prov.token)
-    assert isinstance(err, CESTransportError) and took < 4.0
+    assert isinstance(err, CESTransportError) and 0.9 <= took < WELL_BEFORE_THE_TRICKLE_S, (err, took)
     assert "SECRET-PASSWORD-xyz" not in str(err)
 
 
@@ -291,7 +301,7 @@ def test_a_new_tls_connection_has_the_total_deadline_too(
     fn = (lambda: c.report_events([item()])) if call == "post" else (lambda: c.event_detail("x"))
     took, err = timed(fn)
     assert isinstance(err, CESTransportError) and "total deadline" in str(err)
-    assert took < 4.0
+    assert 0.9 <= took < WELL_BEFORE_THE_TRICKLE_S, took
 
 
 @pytest.mark.parametrize("call", ["post", "get"])
@@ -302,7 +312,7 @@ def test_client_post_and_get_have_a_total_deadline(trickle: type[Trickler], call
     fn = (lambda: c.report_events([item()])) if call == "post" else (lambda: c.event_detail("x"))
     took, err = timed(fn)
     assert isinstance(err, CESTransportError) and "total deadline" in str(err)
-    assert took < 4.0
+    assert 0.9 <= took < WELL_BEFORE_THE_TRICKLE_S, took
     # A well-behaved server answering well within the deadline is not cut, and its connection is reused.
     with Emulator() as emu:
         ok = CESClient(PROJECT, endpoint=emu.url, timeout=1.0)
@@ -323,11 +333,15 @@ def test_handler_flush_and_close_are_not_held_by_a_trickling_endpoint(
     h = CESHandler(project_id=PROJECT, endpoint=srv.url, timeout=0.5, flush_interval=0.05, grace_period=1.0)
     isolated_logger.addHandler(h)
     isolated_logger.error("one")
-    took_flush, _ = timed(lambda: h.flush(timeout=1.5))
-    assert took_flush < 3.0
+    t0 = time.monotonic()
+    assert h.flush(timeout=1.5) is False  # not delivered, and flush says so at its deadline
+    took_flush = time.monotonic() - t0
+    assert 1.4 <= took_flush < WELL_BEFORE_THE_TRICKLE_S, took_flush
     isolated_logger.removeHandler(h)
-    took_close, _ = timed(h.close)
-    assert took_close < 4.0
+    t0 = time.monotonic()
+    h.close()  # raises nothing
+    took_close = time.monotonic() - t0
+    assert took_close < WELL_BEFORE_THE_TRICKLE_S, took_close
     assert wait_for(lambda: not h._worker.alive, timeout=5)
     assert_accounted(h)
     assert h.stats.sent == 0 and h.stats.dropped == 1
