@@ -9,7 +9,7 @@ PYENV_VERSIONS ?= $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions
 OTHER_PYTEST_ARGS ?= tests
 OTHER_PYTHONS ?= $(foreach v,3.10 3.13,$(lastword $(sort $(wildcard $(PYENV_VERSIONS)/$(v).*/bin/python3))))
 
-.PHONY: demo test lint bench test-other-pythons clean
+.PHONY: demo test lint bench test-other-pythons clean docs release-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -53,5 +53,23 @@ bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) benchmarks/run.py
 
+# The documentation site, strictly: a broken link, anchor or reference (mkdocstrings) fails the build.
+DOCS_STAMP := $(VENV)/.installed-docs
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
+# The sdist and the wheel built and checked, the wheel installed in a fresh venv, the demo and the CLI run from it.
+RELEASE_STAMP := $(VENV)/.installed-release
+$(RELEASE_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,release]'
+	touch $(RELEASE_STAMP)
+
+release-check: $(RELEASE_STAMP)
+	bash .ci/release-check $(PY)
+
 clean:
-	rm -rf $(VENV) .venv-3.* .pytest_cache .mypy_cache .ruff_cache build *.egg-info test-artifacts
+	rm -rf $(VENV) .venv-3.* .pytest_cache .mypy_cache .ruff_cache build *.egg-info test-artifacts site
