@@ -169,7 +169,8 @@ class CESHandler(logging.Handler):
             4 KB, and about 240 bytes; never its arguments or traceback frames). At least 4096.
         overflow: What ``emit`` does when the buffer is full: ``"drop"`` the new record (counted as
             ``queue_full``), or ``"block"`` for up to ``overflow_timeout`` seconds waiting for room. With a
-            spool, a full buffer goes to disk instead.
+            spool, twice the bounds are let in while the worker spills to disk, and ``"block"`` waits for the
+            spill.
         overflow_timeout: Seconds ``overflow="block"`` waits at most.
         max_in_flight: Requests in flight at once to one service. The limit adapts (fewer after a 429, a 5xx or
             a connection error; more while healthy and while more pay), and is shared by every handler of the

@@ -157,7 +157,7 @@ def test_every_handler_option_is_documented_in_its_docstring() -> None:
 def drop_reasons() -> set[str]:
     """Every reason the package drops a record for: the names it passes to its counting calls."""
     src = "\n".join(p.read_text() for p in (ROOT / "ces_logging").rglob("*.py"))
-    found = set(re.findall(r"(?:dropped|refuse|add_dropped|_drop)\(\s*\"([a-z_]+)\"", src))
+    found = set(re.findall(r"(?:dropped|refuse|add_dropped|_drop|lost)\(\s*\"([a-z_]+)\"", src))
     found |= set(re.findall(r"reason=\"([a-z_]+)\"", src))
     return found | {"inactive", "shutdown"}  # passed through variables
 
