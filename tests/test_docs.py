@@ -188,3 +188,13 @@ def test_code_cites_the_api_page_not_files_outside_the_repository() -> None:
                 unknown.append(f"{path.relative_to(ROOT)}: {section!r}")
     assert not outside, f"comments cite files outside the repository (cite docs/api.md instead): {outside}"
     assert not unknown, f"citations of docs/api.md sections that do not exist: {unknown}"
+
+
+def test_reference_renders_every_public_name() -> None:
+    """The reference pages are mkdocstrings directives: a public name without one would be missing there."""
+    import ces_logging
+
+    pages = "\n".join(p.read_text() for p in (DOCS / "reference").glob("*.md"))
+    rendered = set(re.findall(r"^::: ces_logging\.(\w+)\s*$", pages, flags=re.M))
+    missing = sorted(set(ces_logging.__all__) - rendered - {"__version__"})
+    assert not missing, f"public names with no ::: directive in docs/reference/: {missing}"
