@@ -13,7 +13,7 @@ PYTEST_WORKERS ?= 2
 PYTEST_PAR := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS))
 OTHER_PYTHONS ?= $(foreach v,3.10 3.13,$(lastword $(sort $(wildcard $(PYENV_VERSIONS)/$(v).*/bin/python3))))
 
-.PHONY: demo test lint bench test-other-pythons clean
+.PHONY: demo test lint bench test-other-pythons clean docs release-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -57,5 +57,19 @@ bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) benchmarks/run.py
 
+# The documentation site, strictly: a broken link, anchor or reference (mkdocstrings) fails the build.
+DOCS_STAMP := $(VENV)/.installed-docs
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
+# The sdist and the wheel built and checked, the wheel installed in a fresh venv, the demo and the CLI run from it.
+# Its tools (build, twine) go in a venv of its own, not in .venv (see the script).
+release-check:
+	bash .ci/release-check $(PYTHON)
+
 clean:
-	rm -rf $(VENV) .venv-3.* .pytest_cache .mypy_cache .ruff_cache build *.egg-info test-artifacts
+	rm -rf $(VENV) .venv-3.* .pytest_cache .mypy_cache .ruff_cache build *.egg-info test-artifacts site

@@ -1,7 +1,8 @@
 """Authentication for Cloud Eye, each scheme a ``requests.auth.AuthBase`` that plugs into any session.
 
-- ``AKSKAuth``: SDK-HMAC-SHA256 request signing, exactly as the official SDK's ``Signer`` does it (NOTES.md).
-  The canonical-request functions are public so that the emulator verifies with the very same code.
+- ``AKSKAuth``: SDK-HMAC-SHA256 request signing, exactly as the official SDK's ``Signer`` does it
+  (docs/api.md, 'Authentication'). The canonical-request functions are public so that the emulator verifies
+  with the very same code.
 - ``TokenAuth``: ``X-Auth-Token`` from a fixed token or a provider (refreshed before expiry, and on 401).
 - ``IAMPasswordTokenProvider``: tokens from IAM's ``POST /v3/auth/tokens`` with a password identity.
 

@@ -47,6 +47,8 @@ _JSON_TYPE = "application/json;charset=UTF-8"
 
 @dataclass(frozen=True)
 class ReportedEvent:
+    """What the service answered for one reported event: its new ``event_id`` and its name."""
+
     event_id: str
     event_name: str
 

@@ -1,9 +1,10 @@
 """The credential chain: what to sign with when the caller passed nothing, and where it came from.
 
-Order (the official SDK's conventions, NOTES.md): arguments; environment (``HUAWEICLOUD_SDK_AK``/``_SK``/
-``_SECURITY_TOKEN``, or a token in ``CES_AUTH_TOKEN``); the profile file (``HUAWEICLOUD_SDK_CREDENTIALS_FILE``,
-default ``~/.huaweicloud/credentials``, section ``[basic]``); the ECS metadata service (temporary keys of the
-instance's agency). ``ResolvedAuth.source`` names the source for ``doctor``; it never holds a secret.
+Order (the official SDK's conventions, docs/api.md, 'Authentication'): arguments; environment
+(``HUAWEICLOUD_SDK_AK``/``_SK``/``_SECURITY_TOKEN``, or a token in ``CES_AUTH_TOKEN``); the profile file
+(``HUAWEICLOUD_SDK_CREDENTIALS_FILE``, default ``~/.huaweicloud/credentials``, section ``[basic]``); the ECS
+metadata service (temporary keys of the instance's agency). ``ResolvedAuth.source`` names the source for
+``doctor``; it never holds a secret.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One exception type for everything the service or the network can say, with subclasses by kind.
 
-The service answers errors in three body shapes (NOTES.md); ``CESError.from_response`` reads all three.
+The service answers errors in three body shapes (docs/api.md, 'Errors'); ``CESError.from_response`` reads all three.
 Retry policy is the caller's; ``is_retryable`` and ``retry_after`` give it what it needs to decide.
 """
 

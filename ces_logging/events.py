@@ -4,8 +4,9 @@ Every rule of the API lives here once. The emulator *validates* with these rules
 service refuses); the handler *sanitises* with the same rules (and so never sends what the service would
 refuse). A rule that changes here changes both sides at once.
 
-Sources: ``report-events.txt`` and ``query-event-detail.txt`` (the API pages) and ``NOTES.md``. Where the
-sources disagree the safe (narrower) reading is taken, and the place says so.
+The rules as this project reads the API: docs/api.md ('Reporting', 'Querying', 'Time window', 'Content
+length', 'The same-event rule'). Where Huawei's pages disagree the safe (narrower) reading is taken, and the place
+says so.
 
 The typed model (``CustomEvent``, ``Dimension``, ``EventRecord``) is in ``model.py``: dataclasses, which load
 ``inspect``; the handler's path never needs them. They are still found here by their old names.
@@ -37,8 +38,8 @@ MAX_BODY_BYTES: Final = 12 * 1024 * 1024  # the API gateway's limit (413 APIGW.0
 QUERY_MAX_LIMIT: Final = 100
 
 # --- the time window ---------------------------------------------------------------------------------------
-# The current page says [now - 1h + 10s, now + 10min - 10s]; older pages say 20 s margins. The emulator
-# enforces the current page (as the issue asks); a sender keeps to the narrower window and adds its own
+# docs/api.md, 'Time window': the current page says [now - 1h + 10s, now + 10min - 10s], older pages 20 s
+# margins. The emulator enforces the current page; a sender keeps to the narrower window and adds its own
 # allowance for the time a request spends in flight (``SEND_ALLOWANCE_MS``).
 WINDOW_PAST_MS: Final = 3_600_000 - 10_000
 WINDOW_FUTURE_MS: Final = 600_000 - 10_000
@@ -177,8 +178,8 @@ def derive_event_name(logger_name: str) -> str:
 
 
 def content_cost(text: str) -> int:
-    """Length as the service may count it: NOTES.md says it may turn ``\\n`` into ``\\\\n``, so the safe
-    reading counts a newline as two characters."""
+    """Length as the service may count it: it may turn ``\\n`` into ``\\\\n`` (docs/api.md, 'Content length'),
+    so the safe reading counts a newline as two characters."""
     return len(text) + text.count("\n")
 
 
@@ -354,8 +355,9 @@ def validate_report(body: object, now: int | None = None) -> list[str]:
 
 
 # --- the same-event rule -------------------------------------------------------------------------------------
-# The report page: events with equal time, project_id, event_source, event_name, event_type, sub_event_type,
-# event_state, event_level, event_user, resource_id and resource_name are the same event. Content is not in it.
+# docs/api.md, 'The same-event rule': events with equal time, project_id, event_source, event_name, event_type,
+# sub_event_type, event_state, event_level, event_user, resource_id and resource_name are the same event.
+# Content is not in it.
 
 DETAIL_KEY_FIELDS: Final = (
     "event_type",
@@ -393,7 +395,8 @@ def event_key(item: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 # --- query parameters ----------------------------------------------------------------------------------------
-# query-event-detail.txt's table is shifted by one row from event_level down; this follows NOTES.md.
+# The query page's table is shifted by one row from event_level down; this follows the intended reading
+# (docs/api.md, 'Querying').
 
 _DIGITS = re.compile(r"0|[1-9][0-9]{0,18}")  # at most 19 digits: int() of a huge one raises, SQLite overflows
 QUERY_INT_MAX: Final = 2**63 - 1  # from/to/start are 64-bit integers to the service (a Java long)

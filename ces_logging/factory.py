@@ -67,7 +67,18 @@ def _handler_options() -> set[str]:
 
 
 def handler_factory(**options: object) -> CESHandler:
-    """For dictConfig's ``"()": "ces_logging.handler_factory"``: every option may be a string."""
+    """A ``CESHandler`` from options that may all be strings: for dictConfig's
+    ``"()": "ces_logging.handler_factory"``, INI files, YAML and the environment.
+
+    Takes the options of ``CESHandler`` (all but ``client`` and ``env``). A string is read as the option's
+    type: integers and seconds as numbers, ``true``/``false`` (and ``1``/``0``, ``yes``/``no``) for switches,
+    ``"name=value,name2=value2"`` or a JSON object for ``dimensions``, ``level_map`` and ``state_map``;
+    ``verify`` is a switch or a CA bundle's path.
+
+    Raises:
+        ConfigError: An unknown option (the message lists the known ones), or a value that cannot be read
+            (the message names its key).
+    """
     known = _handler_options()
     unknown = sorted(set(options) - known)
     if unknown:

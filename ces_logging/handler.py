@@ -124,12 +124,84 @@ def _nothing_configured(env: Mapping[str, str], **given: object) -> bool:
 
 
 class CESHandler(logging.Handler):
-    """Sends log records to Cloud Eye as custom events. All arguments are plain values, so that
-    ``logging.config.dictConfig`` can build it with ``"class": "ces_logging.CESHandler"``.
+    """Sends log records to Cloud Eye as custom events, batched and delivered by a background worker.
+
+    All arguments are plain values, so that ``logging.config.dictConfig`` can build it with
+    ``"class": "ces_logging.CESHandler"``; ``handler_factory`` takes each of them as a string too. Bad values
+    raise ``ConfigError`` here, never when a record is logged. ``emit`` never blocks (unless
+    ``overflow="block"``) and never raises.
 
     With no endpoint, region or project id given anywhere (arguments or environment), the handler is inactive:
     it says so once on stderr and counts what it is given as ``inactive``; the app runs. Values that are given
-    but wrong raise ``ConfigError``."""
+    but wrong raise ``ConfigError``.
+
+    Args:
+        project_id: The project id (1-64 letters, digits, ``_``, ``-``). Default: ``CES_PROJECT_ID`` or
+            ``HUAWEICLOUD_SDK_PROJECT_ID``, else the profile file's.
+        region: A region id such as ``cn-north-4``; the endpoint is ``https://ces.{region}.myhuaweicloud.com``
+            (or ``HUAWEICLOUD_SDK_REGION_CES_<REGION>``). Default: ``CES_REGION`` or ``HUAWEICLOUD_SDK_REGION``.
+        endpoint: The service's URL; wins over ``region``. Default: ``CES_ENDPOINT``. A plain ``http://``
+            endpoint must be this machine unless ``allow_insecure`` is set.
+        ak: Access key for AK/SK signing (SDK-HMAC-SHA256). Default: the credential chain.
+        sk: Secret key, with ``ak``. Never shown in a ``repr``, a log line, an exception or the CLI.
+        security_token: The security token of temporary keys, with ``ak`` and ``sk``.
+        token: A fixed IAM token, sent as ``X-Auth-Token`` (default: ``CES_AUTH_TOKEN``).
+        token_provider: An object whose ``token()`` returns a current token, such as
+            ``IAMPasswordTokenProvider``; asked before each request and refreshed after a 401.
+        event_source: The events' source, ``service.item``, 3-32 characters. Default: ``CES_EVENT_SOURCE``,
+            else ``app.log``.
+        event_name: A fixed event name for every record. Default: the logger's name with ``.`` and other
+            characters outside the API's set as ``_`` (``shop.checkout`` becomes ``shop_checkout``).
+        resource_id: Default ``detail.resource_id`` of every event.
+        resource_name: Default ``detail.resource_name``; the process identity follows it (``process_identity``).
+        group_id: Default ``detail.group_id`` (a resource group's 24-character id).
+        event_user: Default ``detail.event_user``.
+        dimensions: A mapping of up to 4 dimension names to values, on every event (a record's own are merged
+            in).
+        level_map: ``{logging level or level name: Cloud Eye level}`` thresholds, added to the defaults
+            (CRITICAL and up: Critical, ERROR: Major, WARNING: Minor, below: Info).
+        state_map: ``{Cloud Eye level: event state}``, added to the defaults (Critical and Major: incident,
+            Minor: warning, Info: normal).
+        batch_size: Events per request, 1-100 (the API's limit).
+        flush_interval: Seconds a partial batch waits for more records before it is sent.
+        queue_size: Records held in memory at most (the buffer between ``emit`` and the worker).
+        queue_max_bytes: Bytes held in memory at most (a queued record costs its content text, at most about
+            4 KB, and about 240 bytes; never its arguments or traceback frames). At least 4096.
+        overflow: What ``emit`` does when the buffer is full: ``"drop"`` the new record (counted as
+            ``queue_full``), or ``"block"`` for up to ``overflow_timeout`` seconds waiting for room. With a
+            spool, twice the bounds are let in while the worker spills to disk, and ``"block"`` waits for the
+            spill.
+        overflow_timeout: Seconds ``overflow="block"`` waits at most.
+        max_in_flight: Requests in flight at once to one service. The limit adapts (fewer after a 429, a 5xx or
+            a connection error; more while healthy and while more pay), and is shared by every handler of the
+            process that talks to the same endpoint and project.
+        timeout: Seconds a request may take in all (a total deadline, not a per-read one).
+        grace_period: Seconds that ``close()``, ``flush()`` without a timeout, interpreter exit and SIGTERM give
+            delivery, retries included.
+        json_content: Render the content as JSON (python-json-logger), kept valid JSON when it must be cut.
+        spool_dir: A directory for the durable on-disk spool: batches that cannot be delivered now go there
+            and are sent later, by this process or the next one with the same directory. Default: no spool.
+        spool_max_bytes: The spool's size cap; over it the oldest files go first (``spool_full``).
+        process_identity: Put ``{host}@{pid}.{token}`` into ``resource_name`` so that records of different
+            processes never merge under the service's same-event rule.
+        handle_sigterm: Drain on SIGTERM, then hand the signal on to the handler that was there (or end by
+            SIGTERM as before). ``False`` leaves SIGTERM alone.
+        storm_control: ``"N/Ws"`` or ``(N, W)``: per group of alike records, N events per W seconds, then one
+            summary event for the rest. Default: off.
+        context_records: The last N (0-100) records below ``event_level``, per thread or asyncio task, go into
+            the content of the next event. Needs ``event_level``.
+        event_level: Records below this level (a level or its name) are not events; with ``context_records``
+            they are kept as context. Default: every record the handler sees is an event.
+        level: The handler's logging level (what it sees at all).
+        verify: TLS verification: ``True``, ``False`` or a CA bundle's path.
+        allow_insecure: Allow a plain ``http://`` endpoint on another host (events and credentials then travel
+            unencrypted).
+        client: A ``CESClient`` of your own to send with, instead of one built from the options above.
+        env: The environment to read instead of ``os.environ`` (tests).
+
+    Raises:
+        ConfigError: An option is given but wrong; the message names it, never a secret's value.
+    """
 
     # Attributes that exist before anything in __init__ can fail, so a half-built handler (a ConfigError in
     # the middle) leaves nothing for exit, fork or logging.shutdown to trip on.

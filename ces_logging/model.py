@@ -20,6 +20,9 @@ __all__ = ["CustomEvent", "Dimension", "EventRecord", "HandlerStats"]
 
 @dataclass(frozen=True)
 class Dimension:
+    """One of an event's dimensions (at most 4): a name of 1-32 characters starting with a letter (letters,
+    digits, ``_``, ``-``) and a value of 1-256 characters. Cloud Eye's alarm rules can select events by them."""
+
     name: str
     value: str
 
@@ -69,7 +72,8 @@ class CustomEvent:
 
 @dataclass(frozen=True)
 class EventRecord:
-    """One stored event as the query API returns it."""
+    """One stored event as the query API returns it: its id, name, source, time (ms) and ``detail`` (content,
+    level, state, user, resource, group, dimensions, type and sub-type, as the service stored them)."""
 
     event_id: str
     event_name: str
@@ -102,21 +106,41 @@ class EventRecord:
 
 @dataclass(frozen=True)
 class HandlerStats:
-    """A snapshot. ``sent + dropped + queued + folded == received`` always holds; ``dropped_by_reason`` says
-    why. ``folded``: records that a delivered storm summary stands for (``storm_control``); ``context_kept``:
-    records below ``event_level`` kept as context (``context_records``), not part of ``received``."""
+    """A snapshot of a handler's counts (``handler.stats``).
+
+    ``sent + dropped + queued + folded == received`` always holds, at every moment, against threads and signal
+    handlers; ``dropped_by_reason`` says why each dropped record was dropped. Records kept as context and
+    records another process left in a spool are counted apart, outside ``received``.
+    """
 
     received: int
+    """Records that reached ``emit`` as candidates for an event (at or above ``event_level`` when it is set)."""
     sent: int
+    """Records delivered: the service answered 201 for the request that carried them."""
     dropped: int
+    """Records given up on, each with a reason in ``dropped_by_reason``."""
     queued: int
+    """Records not yet settled: in memory, in a request in flight, waiting to be retried or on disk."""
     retries: int
+    """Requests sent again (after a 408, 429, 5xx, connection error or 401), not records."""
     batches: int
+    """Requests that delivered events."""
     sanitised: int
+    """Records whose fields broke an API rule and were mended (a name, a source, a level, a dimension, ...)."""
     dropped_by_reason: dict[str, int] = field(default_factory=dict)
-    spooled: int = 0  # of ``queued``: waiting on disk
-    recovered_sent: int = 0  # from a spool another process (or handler) left: not in ``received``
+    """``dropped`` by reason: ``queue_full``, ``too_old``, ``rejected``, ``auth``, ``config``, ``key_rate``,
+    ``closed``, ``shutdown``, ``inactive``, ``spool_full``, ``error``."""
+    spooled: int = 0
+    """Of ``queued``: the records waiting on disk in the spool."""
+    recovered_sent: int = 0
+    """Events delivered from spool files that another process (or handler) left; not in ``received``."""
     recovered_dropped: dict[str, int] = field(default_factory=dict)
+    """Events of such files given up on, by reason; not in ``dropped``."""
     folded: int = 0
+    """Records that a delivered storm-control summary stands for (``storm_control``)."""
     context_kept: int = 0
-    spool_skipped: int = 0  # files in spool_dir skipped, never read: not batches this user wrote
+    """Records below ``event_level`` kept as context for a later event (``context_records``); not in
+    ``received``."""
+    spool_skipped: int = 0
+    """Files in ``spool_dir`` skipped and never read because they cannot be batches this user wrote (another
+    user's, a symlink, a hard link, a FIFO, larger than any batch): files, not records."""

@@ -1,0 +1,200 @@
+"""Every code block in docs/ runs, as the README's do (tests/test_readme.py), against the emulator, and each one
+checks something:
+
+- a ``python`` block runs as a script (with pytest when it holds a test). It checks itself with ``assert``;
+  a block without one must log, and then what it logged must reach the emulator;
+- a ``sh`` block's ``ces-logging`` lines run in order against one emulator and must succeed; an event that
+  ``send`` reported must then be stored, and ``events``/``doctor`` must print something. Its other lines may
+  only be the set-up CI itself runs (``make ...``, ``pip install``);
+- any other block (an output sample, a rule) is not run, and must say so: an HTML comment
+  ``<!-- docs-test: skip (why) -->`` on the line before it. So must a ``python`` or ``sh`` block that is not
+  meant to run.
+
+The marker ``<!-- docs-test: dictconfig NAME logger=LOGGER -->`` runs a block that only defines a dictConfig
+mapping (a Django ``LOGGING``): the test applies it, logs an error on LOGGER, and checks that it arrived.
+
+Beside the blocks: the reference pages' sources (every ``CESHandler`` option documented in its docstring, every
+counter and drop reason in the counting rule's glossary) and the code's citations of the API page.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from ces_logging import CESHandler, HandlerStats
+from ces_logging.emulator import Emulator
+
+from .conftest import PROJECT
+from .test_readme import env_for
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+MARK = re.compile(r"<!--\s*docs-test:\s*(.*?)\s*-->")
+RUN_LANGS = ("python", "sh")
+
+
+class Block(NamedTuple):
+    page: str  # docs-relative path
+    line: int  # the opening fence's line, 1-based
+    lang: str
+    mark: str  # the docs-test marker before it, or ""
+    code: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.page}:{self.line}"
+
+
+def blocks_of(path: Path) -> list[Block]:
+    """Fenced blocks (``` at the start of a line), each with the marker comment right before it (blank lines
+    between are allowed)."""
+    out: list[Block] = []
+    lines = path.read_text().splitlines()
+    page = path.relative_to(DOCS).as_posix()
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("```"):
+            lang = lines[i][3:].strip().split(" ")[0]
+            j = i - 1
+            while j >= 0 and not lines[j].strip():
+                j -= 1
+            m = MARK.fullmatch(lines[j].strip()) if j >= 0 else None
+            end = i + 1
+            while end < len(lines) and not lines[end].startswith("```"):
+                end += 1
+            assert end < len(lines), f"{page}:{i + 1}: a code block is never closed"
+            out.append(Block(page, i + 1, lang, m.group(1) if m else "", "\n".join(lines[i + 1 : end]) + "\n"))
+            i = end + 1
+        else:
+            i += 1
+    return out
+
+
+BLOCKS = [b for p in sorted(DOCS.rglob("*.md")) for b in blocks_of(p)]
+RUN = [b for b in BLOCKS if b.lang in RUN_LANGS and not b.mark.startswith("skip")]
+
+
+def test_docs_have_blocks() -> None:
+    assert sum(b.lang == "python" for b in RUN) >= 15 and sum(b.lang == "sh" for b in RUN) >= 2
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.id)
+def test_every_block_runs_or_says_why_not(block: Block) -> None:
+    if block.mark.startswith("skip"):
+        assert re.fullmatch(r"skip \(.{10,}\)", block.mark), f"{block.id}: say why it does not run: skip (why)"
+        return
+    assert block.lang in RUN_LANGS, f"{block.id}: a ```{block.lang} block must run or be marked docs-test: skip"
+    if block.lang == "python" and not block.mark:
+        checks = "assert " in block.code or "def test_" in block.code
+        logs = re.search(r"\.(debug|info|warning|error|exception|critical)\(", block.code)
+        assert checks or logs, f"{block.id}: a runnable block must check something (assert) or log an event"
+
+
+@pytest.mark.parametrize("block", [b for b in RUN if b.lang == "python"], ids=lambda b: b.id)
+def test_python_block_runs(block: Block, emu: Emulator, tmp_path: Path) -> None:
+    code = block.code
+    if block.mark.startswith("dictconfig"):
+        m = re.fullmatch(r"dictconfig (\w+) logger=([\w.]+)", block.mark)
+        assert m, f"{block.id}: dictconfig NAME logger=LOGGER"
+        code += (
+            f"\nimport logging, logging.config\nlogging.config.dictConfig({m[1]})\n"
+            f"logging.getLogger({m[2]!r}).error('docs check: the configuration delivers')\n"
+        )
+    if "def test_" in code:
+        f = tmp_path / "test_block.py"
+        f.write_text(code)
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(f)]
+    else:
+        cmd = [sys.executable, "-c", code]
+    r = subprocess.run(cmd, env=env_for(emu), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "not delivered" not in r.stdout + r.stderr  # nothing left behind at exit
+    if "def test_" in code:
+        assert re.search(r"\b[1-9]\d* passed", r.stdout) and "failed" not in r.stdout, r.stdout
+    elif "assert " not in block.code:
+        assert emu.count(PROJECT) > 0, f"{block.id}: what the block logged did not reach the emulator"
+
+
+@pytest.mark.parametrize("block", [b for b in RUN if b.lang == "sh"], ids=lambda b: b.id)
+def test_shell_block_runs(block: Block, emu: Emulator) -> None:
+    lines = [ln.split("#")[0].strip() for ln in block.code.splitlines()]
+    commands = [ln for ln in lines if ln.startswith("ces-logging ")]
+    others = [ln for ln in lines if ln and not ln.startswith("ces-logging ")]
+    assert all(ln.startswith(("make ", "pip install")) for ln in others), others
+    assert commands, f"{block.id}: no ces-logging command to run: mark it docs-test: skip (why)"
+    for c in commands:
+        args = shlex.split(c)[1:]
+        r = subprocess.run([sys.executable, "-m", "ces_logging", *args], env=env_for(emu), capture_output=True,
+                           text=True, timeout=60)  # fmt: skip
+        assert r.returncode == 0, (c, r.stdout, r.stderr)
+        if args[0] in ("events", "doctor"):
+            assert r.stdout.strip(), (c, r.stderr)
+        if args[0] == "send":
+            name = args[args.index("--name") + 1]
+            assert emu.events(PROJECT, name), (c, "the event sent is not stored")
+
+
+# --- the reference's sources -------------------------------------------------------------------------------
+
+
+def test_every_handler_option_is_documented_in_its_docstring() -> None:
+    """The reference page is generated from this docstring: an option without an entry would be missing."""
+    doc = CESHandler.__doc__ or ""
+    options = [p for p in inspect.signature(CESHandler.__init__).parameters if p != "self"]
+    missing = [p for p in options if not re.search(rf"^\s+{p}: \S", doc, flags=re.M)]
+    assert not missing, f"options without an entry under Args: in CESHandler's docstring: {missing}"
+
+
+def drop_reasons() -> set[str]:
+    """Every reason the package drops a record for: the names it passes to its counting calls."""
+    src = "\n".join(p.read_text() for p in (ROOT / "ces_logging").rglob("*.py"))
+    found = set(re.findall(r"(?:dropped|refuse|add_dropped|_drop|lost)\(\s*\"([a-z_]+)\"", src))
+    found |= set(re.findall(r"reason=\"([a-z_]+)\"", src))
+    return found | {"inactive", "shutdown"}  # passed through variables
+
+
+def test_counting_glossary_names_every_counter_and_reason() -> None:
+    page = (DOCS / "design" / "counting.md").read_text()
+    fields = [f.name for f in dataclasses.fields(HandlerStats)]
+    missing = [f for f in fields if f"| `{f}` |" not in page]
+    assert not missing, f"counters missing from the glossary in docs/design/counting.md: {missing}"
+    reasons = drop_reasons()
+    assert {"queue_full", "too_old", "rejected", "auth", "spool_full", "error"} <= reasons  # the scan works
+    missing = sorted(r for r in reasons if f"| `{r}` |" not in page)
+    assert not missing, f"drop reasons missing from docs/design/counting.md: {missing}"
+
+
+def test_code_cites_the_api_page_not_files_outside_the_repository() -> None:
+    api = (DOCS / "api.md").read_text()
+    headings = {h.strip() for h in re.findall(r"^#+ (.+)$", api, flags=re.M)}
+    outside, unknown = [], []
+    for path in [*(ROOT / "ces_logging").rglob("*.py"), *(ROOT / "tests").rglob("*.py")]:
+        if path.name == "test_docs.py":
+            continue
+        text = path.read_text()
+        if re.search(r"NOTES\.md|report-events\.txt|query-event-detail\.txt", text):
+            outside.append(str(path.relative_to(ROOT)))
+        for section in re.findall(r"docs/api\.md, '([^']+)'", text):
+            if section not in headings:
+                unknown.append(f"{path.relative_to(ROOT)}: {section!r}")
+    assert not outside, f"comments cite files outside the repository (cite docs/api.md instead): {outside}"
+    assert not unknown, f"citations of docs/api.md sections that do not exist: {unknown}"
+
+
+def test_reference_renders_every_public_name() -> None:
+    """The reference pages are mkdocstrings directives: a public name without one would be missing there."""
+    import ces_logging
+
+    pages = "\n".join(p.read_text() for p in (DOCS / "reference").glob("*.md"))
+    rendered = set(re.findall(r"^::: ces_logging\.(\w+)\s*$", pages, flags=re.M))
+    missing = sorted(set(ces_logging.__all__) - rendered - {"__version__"})
+    assert not missing, f"public names with no ::: directive in docs/reference/: {missing}"
