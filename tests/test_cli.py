@@ -65,12 +65,21 @@ def test_events_filters_and_pages_with_progress(emu: Emulator) -> None:
     assert none.returncode == 0 and "no nothing events match" in none.stderr
 
 
+_AS_FROM_A_TERMINAL = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'ces-logging'; runpy.run_module('ces_logging', run_name='__main__', alter_sys=True)"
+)
+
+
 def tail(emu: Emulator, *args: str) -> subprocess.Popen[str]:
     """``ces-logging tail`` in a process, once it is in its loop: its first query answered (it takes its start
     time before that query, so an event reported after it is new to it, and Ctrl-C lands in the loop)."""
     env = {**os.environ, "CES_ENDPOINT": emu.url, "CES_PROJECT_ID": PROJECT, "PYTHONFAULTHANDLER": "1"}
     queries = emu.stats().get("status_200", 0)
-    p = subprocess.Popen([sys.executable, "-m", "ces_logging", "tail", *args], env=env, stdout=subprocess.PIPE,
+    # As from a terminal, Ctrl-C starts with its default action. A process spawned by another that ignores
+    # SIGINT (pytest-xdist's workers; C's system() while it runs) inherits the "ignored" across exec, and Python
+    # then installs no KeyboardInterrupt: the child puts the default back first.
+    p = subprocess.Popen([sys.executable, "-c", _AS_FROM_A_TERMINAL, "tail", *args], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert wait_for(lambda: emu.stats().get("status_200", 0) > queries or p.poll() is not None, timeout=60)
