@@ -72,7 +72,14 @@ def start_thread(t: threading.Thread) -> None:
     late for a signal sent while the new thread waits for the GIL to get there: the kernel may hand it to that
     thread, and a main thread asleep in C (``time.sleep``, a semaphore) is never woken for it (seen: Ctrl-C
     lost by ``ces-logging tail``, a pool worker that slept through its SIGTERM). The creator's own mask is back
-    as it was once the thread has started; a signal sent meanwhile waits for it, and is not lost."""
+    as it was once the thread has started; a signal sent meanwhile waits for it, and is not lost.
+
+    Not under gevent or eventlet: the "thread" is a greenlet on the main OS thread, and starting it switches to
+    other greenlets, which would run with the process's SIGTERM and SIGINT blocked (see
+    ``keep_signals_off_this_thread``)."""
+    if green.patched():
+        t.start()
+        return
     try:
         old = signal.pthread_sigmask(signal.SIG_BLOCK, _ENDING_SIGNALS)
     except (AttributeError, OSError, ValueError):  # no pthread_sigmask (Windows)
