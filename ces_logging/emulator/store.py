@@ -280,11 +280,7 @@ class EventStore:
             ).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
-        page = [
-            {"event_id": r[0], "event_name": r[1], "event_source": r[2], "time": r[3], "detail": json.loads(r[4])}
-            for r in rows
-        ]
-        return page, int(total), (rows[-1][3], rows[-1][5]) if more else None
+        return [_console_event(r) for r in rows], int(total), (rows[-1][3], rows[-1][5]) if more else None
 
     def event(self, project_id: str, event_id: str) -> dict[str, Any] | None:
         """One event by id, as ``recent`` lists it (the console's detail view of a shared link)."""
@@ -294,9 +290,7 @@ class EventStore:
                 "WHERE project_id = ? AND event_id = ?",
                 [project_id, event_id],
             ).fetchone()
-        if r is None:
-            return None
-        return {"event_id": r[0], "event_name": r[1], "event_source": r[2], "time": r[3], "detail": json.loads(r[4])}
+        return None if r is None else _console_event(r)
 
     def timeline(
         self,
@@ -364,11 +358,7 @@ class EventStore:
             "ORDER BY time DESC, rowid DESC LIMIT ? OFFSET ?",
             [*args, limit, offset],
         ).fetchall()
-        page = [
-            {"event_id": r[0], "event_name": r[1], "event_source": r[2], "time": r[3], "detail": json.loads(r[4])}
-            for r in rows
-        ]
-        return page, int(total)
+        return [_console_event(r) for r in rows], int(total)
 
     def count(self, project_id: str | None = None) -> int:
         with self._lock:
@@ -381,3 +371,8 @@ class EventStore:
             self._db.execute("DELETE FROM events")
             if self.fts:
                 self._db.execute("DELETE FROM events_text")
+
+
+def _console_event(r: Any) -> dict[str, Any]:
+    """A row of (event_id, event_name, event_source, time, detail, ...) as the console's API gives an event."""
+    return {"event_id": r[0], "event_name": r[1], "event_source": r[2], "time": r[3], "detail": json.loads(r[4])}
