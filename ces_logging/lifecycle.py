@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from . import forks, green, identity, notice, spool, throttle
+from . import forks, green, identity, notice, sigwatch, spool, throttle
 from .mapping import TIMES, TIMES_PLAIN
 from .worker import WORKER_THREADS, Worker
 
@@ -159,19 +159,30 @@ def install_sigterm() -> bool:
         current = signal.getsignal(signal.SIGTERM)
     except (ValueError, AttributeError):
         return False
-    if current is _on_sigterm:
-        return True
-    if current is signal.SIG_IGN or current is None:
-        return False
-    try:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    except (ValueError, OSError):
-        return False
-    _previous_sigterm = current
+    if current is not _on_sigterm:
+        if current is signal.SIG_IGN or current is None:
+            return False
+        try:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        except (ValueError, OSError):
+            return False
+        _previous_sigterm = current
+    with contextlib.suppress(Exception):  # never fail the app for the watch
+        sigwatch.watch(_ours_ends_the_process)
     return True
 
 
+def _ours_ends_the_process() -> bool:
+    """Our handler is in place and ends the process itself (none of the app's behind it; not PID 1)."""
+    try:
+        current = signal.getsignal(signal.SIGTERM)
+    except (ValueError, AttributeError):
+        return False
+    return current is _on_sigterm and not callable(_previous_sigterm) and _ends_by_default()
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
+    sigwatch.handler_started()  # acted on: no second delivery (sigwatch.py)
     # In gevent's or eventlet's hub (where the signal finds a process that waits), nothing may wait: the drain
     # and what follows run in a greenlet of their own, at once (see green.py).
     if green.spawn_out_of_hub(_handle_sigterm, signum, frame):
