@@ -1,8 +1,9 @@
 """Every code block in docs/ runs, as the README's do (tests/test_readme.py), against the emulator, and each one
 checks something:
 
-- a ``python`` block runs as a script (with pytest when it holds a test). It checks itself with ``assert``;
-  a block without one must log, and then what it logged must reach the emulator;
+- a ``python`` block runs as a script (with pytest when it holds a test). It checks itself with ``assert``,
+  or it has an entry in tests/doc_blocks.py's ``EXPECT`` saying which events it must store (a block that only
+  exits 0 checks nothing);
 - a ``sh`` block's ``ces-logging`` lines run in order against one emulator and must succeed; an event that
   ``send`` reported must then be stored, and ``events``/``doctor`` must print something. Its other lines may
   only be the set-up CI itself runs (``make ...``, ``pip install``);
@@ -10,8 +11,8 @@ checks something:
   ``<!-- docs-test: skip (why) -->`` on the line before it. So must a ``python`` or ``sh`` block that is not
   meant to run.
 
-The marker ``<!-- docs-test: dictconfig NAME logger=LOGGER -->`` runs a block that only defines a dictConfig
-mapping (a Django ``LOGGING``): the test applies it, logs an error on LOGGER, and checks that it arrived.
+A block that only defines a dictConfig mapping (a Django ``LOGGING``) gets, in its ``EXPECT`` entry, the
+lines that apply it and log through it. A block shown both in README.md and here is the same code in both.
 
 Beside the blocks: the reference pages' sources (every ``CESHandler`` option documented in its docstring, every
 counter and drop reason in the counting rule's glossary) and the code's citations of the API page.
@@ -22,9 +23,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
-import shlex
-import subprocess
-import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,8 +31,7 @@ import pytest
 from ces_logging import CESHandler, HandlerStats
 from ces_logging.emulator import Emulator
 
-from .conftest import PROJECT
-from .test_readme import env_for
+from .doc_blocks import EXPECT, checks_itself, expectations_of, run_python_block, run_shell_block
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -93,54 +90,37 @@ def test_every_block_runs_or_says_why_not(block: Block) -> None:
         assert re.fullmatch(r"skip \(.{10,}\)", block.mark), f"{block.id}: say why it does not run: skip (why)"
         return
     assert block.lang in RUN_LANGS, f"{block.id}: a ```{block.lang} block must run or be marked docs-test: skip"
-    if block.lang == "python" and not block.mark:
-        checks = "assert " in block.code or "def test_" in block.code
-        logs = re.search(r"\.(debug|info|warning|error|exception|critical)\(", block.code)
-        assert checks or logs, f"{block.id}: a runnable block must check something (assert) or log an event"
+    assert not block.mark, f"{block.id}: unknown docs-test marker {block.mark!r}"
+    if block.lang == "python":
+        n = len(expectations_of(block.code))
+        assert n <= 1, f"{block.id}: matches {n} entries of EXPECT in tests/doc_blocks.py: give it one"
+        assert checks_itself(block.code) or n == 1, (
+            f"{block.id}: a block that checks nothing itself (assert) needs an EXPECT entry in tests/doc_blocks.py"
+        )
 
 
 @pytest.mark.parametrize("block", [b for b in RUN if b.lang == "python"], ids=lambda b: b.id)
 def test_python_block_runs(block: Block, emu: Emulator, tmp_path: Path) -> None:
-    code = block.code
-    if block.mark.startswith("dictconfig"):
-        m = re.fullmatch(r"dictconfig (\w+) logger=([\w.]+)", block.mark)
-        assert m, f"{block.id}: dictconfig NAME logger=LOGGER"
-        code += (
-            f"\nimport logging, logging.config\nlogging.config.dictConfig({m[1]})\n"
-            f"logging.getLogger({m[2]!r}).error('docs check: the configuration delivers')\n"
-        )
-    if "def test_" in code:
-        f = tmp_path / "test_block.py"
-        f.write_text(code)
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(f)]
-    else:
-        cmd = [sys.executable, "-c", code]
-    r = subprocess.run(cmd, env=env_for(emu), cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "not delivered" not in r.stdout + r.stderr  # nothing left behind at exit
-    if "def test_" in code:
-        assert re.search(r"\b[1-9]\d* passed", r.stdout) and "failed" not in r.stdout, r.stdout
-    elif "assert " not in block.code:
-        assert emu.count(PROJECT) > 0, f"{block.id}: what the block logged did not reach the emulator"
+    matches = expectations_of(block.code)
+    run_python_block(block.code, matches[0] if matches else None, emu, tmp_path)
 
 
 @pytest.mark.parametrize("block", [b for b in RUN if b.lang == "sh"], ids=lambda b: b.id)
 def test_shell_block_runs(block: Block, emu: Emulator) -> None:
-    lines = [ln.split("#")[0].strip() for ln in block.code.splitlines()]
-    commands = [ln for ln in lines if ln.startswith("ces-logging ")]
-    others = [ln for ln in lines if ln and not ln.startswith("ces-logging ")]
-    assert all(ln.startswith(("make ", "pip install")) for ln in others), others
-    assert commands, f"{block.id}: no ces-logging command to run: mark it docs-test: skip (why)"
-    for c in commands:
-        args = shlex.split(c)[1:]
-        r = subprocess.run([sys.executable, "-m", "ces_logging", *args], env=env_for(emu), capture_output=True,
-                           text=True, timeout=60)  # fmt: skip
-        assert r.returncode == 0, (c, r.stdout, r.stderr)
-        if args[0] in ("events", "doctor"):
-            assert r.stdout.strip(), (c, r.stderr)
-        if args[0] == "send":
-            name = args[args.index("--name") + 1]
-            assert emu.events(PROJECT, name), (c, "the event sent is not stored")
+    assert re.search(r"^ces-logging ", block.code, flags=re.M), (
+        f"{block.id}: no ces-logging command to run: mark it docs-test: skip (why)"
+    )
+    run_shell_block(block.code, emu)
+
+
+def test_a_block_shown_in_the_readme_and_here_is_the_same_code() -> None:
+    readme = dict.fromkeys(re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S))
+    differ = []
+    for code in readme:
+        for marker in [m for m in EXPECT if m in code]:
+            copies = [b for b in RUN if marker in b.code]
+            differ += [b.id for b in copies if b.code != code]
+    assert not differ, f"docs blocks that differ from the README's copy (one EXPECT entry checks both): {differ}"
 
 
 # --- the reference's sources -------------------------------------------------------------------------------
