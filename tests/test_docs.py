@@ -123,6 +123,15 @@ def test_a_block_shown_in_the_readme_and_here_is_the_same_code() -> None:
     assert not differ, f"docs blocks that differ from the README's copy (one EXPECT entry checks both): {differ}"
 
 
+def test_every_expectation_belongs_to_a_block_that_runs() -> None:
+    """An entry whose block was removed, changed or marked skip would check nothing: each must match a block
+    that runs, here or in the README."""
+    readme = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    running = [b.code for b in RUN if b.lang == "python"] + readme
+    stale = [marker for marker in EXPECT if not any(marker in code for code in running)]
+    assert not stale, f"EXPECT entries in tests/doc_blocks.py that match no block that runs: {stale}"
+
+
 # --- the reference's sources -------------------------------------------------------------------------------
 
 
@@ -178,3 +187,50 @@ def test_reference_renders_every_public_name() -> None:
     rendered = set(re.findall(r"^::: ces_logging\.(\w+)\s*$", pages, flags=re.M))
     missing = sorted(set(ces_logging.__all__) - rendered - {"__version__"})
     assert not missing, f"public names with no ::: directive in docs/reference/: {missing}"
+
+
+# --- the guides' claims about the code and the tests -------------------------------------------------------------
+
+
+def handler_options() -> list[str]:
+    """The options ``CESHandler`` takes: the one list the configuration guide's table must match."""
+    return [p for p in inspect.signature(CESHandler.__init__).parameters if p != "self"]
+
+
+def test_configuration_table_names_every_option_and_no_other() -> None:
+    page = (DOCS / "guides" / "configuration.md").read_text()
+    table = page[page.index("## The options at a glance") :].split("\n## ", 1)[0]
+    rows = [ln for ln in table.splitlines() if ln.startswith("| `")]
+    named = {n for ln in rows for n in re.findall(r"`(\w+)`", ln.split("|")[1])}
+    options = set(handler_options())
+    assert not options - named, f"options missing from docs/guides/configuration.md: {sorted(options - named)}"
+    assert not named - options, f"docs/guides/configuration.md names options that do not exist: {sorted(named - options)}"
+
+
+def test_cited_tests_exist() -> None:
+    """A page that says "tested by tests/x.py::test_y" must name a test that is there: a renamed or removed test
+    would leave the claim standing with nothing behind it."""
+    tests = ROOT / "tests"
+    cited: list[tuple[str, str, str]] = []
+    for path in sorted(DOCS.rglob("*.md")):
+        for line in path.read_text().splitlines():
+            file = ""  # `test_x.py::test_y` names the file; a `::test_z` after it on the line is in the same file
+            for m in re.finditer(r"`((?:reliability/)?test_\w+\.py)?::(test_\w+)`", line):
+                file = m[1] or file
+                cited.append((path.name, file, m[2]))
+    assert len(cited) >= 20, cited  # the servers guide's table alone names more
+    missing = [
+        f"{page}: {file}::{name}"
+        for page, file, name in cited
+        if not (tests / file).exists() or not re.search(rf"^def {name}\(", (tests / file).read_text(), flags=re.M)
+    ]
+    assert not missing, f"docs cite tests that do not exist: {missing}"
+
+
+def test_layout_page_names_every_module() -> None:
+    page = (DOCS / "design" / "layout.md").read_text()
+    pkg = ROOT / "ces_logging"
+    modules = [p.name for p in pkg.glob("*.py") if p.name != "__init__.py" and not p.name.startswith("_" * 2 + "i")]
+    modules += [f"{p.name}/" for p in pkg.iterdir() if p.is_dir() and (p / "__init__.py").exists()]
+    missing = [m for m in modules if f"`{m}`" not in page]
+    assert not missing, f"modules missing from docs/design/layout.md: {missing}"
