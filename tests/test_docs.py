@@ -135,10 +135,26 @@ def test_every_expectation_belongs_to_a_block_that_runs() -> None:
 # --- the reference's sources -------------------------------------------------------------------------------
 
 
+def handler_options() -> list[str]:
+    """The options a ``CESHandler`` takes, the one list the docstring and the configuration guide must match:
+    the fields of ``ces_logging.Options`` where the package has that object (plus the handler's own keyword
+    arguments beside it), else the handler's keyword parameters."""
+    import ces_logging
+
+    params = [
+        p.name for p in inspect.signature(CESHandler.__init__).parameters.values()
+        if p.name != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]  # fmt: skip
+    fields = getattr(getattr(ces_logging, "Options", None), "fields", None)
+    if callable(fields):
+        return [f.name for f in fields()] + [p for p in params if p != "options"]
+    return params
+
+
 def test_every_handler_option_is_documented_in_its_docstring() -> None:
     """The reference page is generated from this docstring: an option without an entry would be missing."""
     doc = CESHandler.__doc__ or ""
-    options = [p for p in inspect.signature(CESHandler.__init__).parameters if p != "self"]
+    options = handler_options()
     missing = [p for p in options if not re.search(rf"^\s+{p}: \S", doc, flags=re.M)]
     assert not missing, f"options without an entry under Args: in CESHandler's docstring: {missing}"
 
@@ -190,11 +206,6 @@ def test_reference_renders_every_public_name() -> None:
 
 
 # --- the guides' claims about the code and the tests -------------------------------------------------------------
-
-
-def handler_options() -> list[str]:
-    """The options ``CESHandler`` takes: the one list the configuration guide's table must match."""
-    return [p for p in inspect.signature(CESHandler.__init__).parameters if p != "self"]
 
 
 def test_configuration_table_names_every_option_and_no_other() -> None:
