@@ -1,8 +1,9 @@
 """Every code block in docs/ runs, as the README's do (tests/test_readme.py), against the emulator, and each one
 checks something:
 
-- a ``python`` block runs as a script (with pytest when it holds a test). It checks itself with ``assert``;
-  a block without one must log, and then what it logged must reach the emulator;
+- a ``python`` block runs as a script (with pytest when it holds a test). It checks itself with ``assert``,
+  or it has an entry in tests/doc_blocks.py's ``EXPECT`` saying which events it must store (a block that only
+  exits 0 checks nothing);
 - a ``sh`` block's ``ces-logging`` lines run in order against one emulator and must succeed; an event that
   ``send`` reported must then be stored, and ``events``/``doctor`` must print something. Its other lines may
   only be the set-up CI itself runs (``make ...``, ``pip install``);
@@ -10,8 +11,8 @@ checks something:
   ``<!-- docs-test: skip (why) -->`` on the line before it. So must a ``python`` or ``sh`` block that is not
   meant to run.
 
-The marker ``<!-- docs-test: dictconfig NAME logger=LOGGER -->`` runs a block that only defines a dictConfig
-mapping (a Django ``LOGGING``): the test applies it, logs an error on LOGGER, and checks that it arrived.
+A block that only defines a dictConfig mapping (a Django ``LOGGING``) gets, in its ``EXPECT`` entry, the
+lines that apply it and log through it. A block shown both in README.md and here is the same code in both.
 
 Beside the blocks: the reference pages' sources (every ``CESHandler`` option documented in its docstring, every
 counter and drop reason in the counting rule's glossary) and the code's citations of the API page.
@@ -22,9 +23,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
-import shlex
-import subprocess
-import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,8 +31,7 @@ import pytest
 from ces_logging import CESHandler, HandlerStats
 from ces_logging.emulator import Emulator
 
-from .conftest import PROJECT
-from .test_readme import env_for
+from .doc_blocks import EXPECT, checks_itself, expectations_of, run_python_block, run_shell_block
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -93,63 +90,71 @@ def test_every_block_runs_or_says_why_not(block: Block) -> None:
         assert re.fullmatch(r"skip \(.{10,}\)", block.mark), f"{block.id}: say why it does not run: skip (why)"
         return
     assert block.lang in RUN_LANGS, f"{block.id}: a ```{block.lang} block must run or be marked docs-test: skip"
-    if block.lang == "python" and not block.mark:
-        checks = "assert " in block.code or "def test_" in block.code
-        logs = re.search(r"\.(debug|info|warning|error|exception|critical)\(", block.code)
-        assert checks or logs, f"{block.id}: a runnable block must check something (assert) or log an event"
+    assert not block.mark, f"{block.id}: unknown docs-test marker {block.mark!r}"
+    if block.lang == "python":
+        n = len(expectations_of(block.code))
+        assert n <= 1, f"{block.id}: matches {n} entries of EXPECT in tests/doc_blocks.py: give it one"
+        assert checks_itself(block.code) or n == 1, (
+            f"{block.id}: a block that checks nothing itself (assert) needs an EXPECT entry in tests/doc_blocks.py"
+        )
 
 
 @pytest.mark.parametrize("block", [b for b in RUN if b.lang == "python"], ids=lambda b: b.id)
 def test_python_block_runs(block: Block, emu: Emulator, tmp_path: Path) -> None:
-    code = block.code
-    if block.mark.startswith("dictconfig"):
-        m = re.fullmatch(r"dictconfig (\w+) logger=([\w.]+)", block.mark)
-        assert m, f"{block.id}: dictconfig NAME logger=LOGGER"
-        code += (
-            f"\nimport logging, logging.config\nlogging.config.dictConfig({m[1]})\n"
-            f"logging.getLogger({m[2]!r}).error('docs check: the configuration delivers')\n"
-        )
-    if "def test_" in code:
-        f = tmp_path / "test_block.py"
-        f.write_text(code)
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(f)]
-    else:
-        cmd = [sys.executable, "-c", code]
-    r = subprocess.run(cmd, env=env_for(emu), cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "not delivered" not in r.stdout + r.stderr  # nothing left behind at exit
-    if "def test_" in code:
-        assert re.search(r"\b[1-9]\d* passed", r.stdout) and "failed" not in r.stdout, r.stdout
-    elif "assert " not in block.code:
-        assert emu.count(PROJECT) > 0, f"{block.id}: what the block logged did not reach the emulator"
+    matches = expectations_of(block.code)
+    run_python_block(block.code, matches[0] if matches else None, emu, tmp_path)
 
 
 @pytest.mark.parametrize("block", [b for b in RUN if b.lang == "sh"], ids=lambda b: b.id)
 def test_shell_block_runs(block: Block, emu: Emulator) -> None:
-    lines = [ln.split("#")[0].strip() for ln in block.code.splitlines()]
-    commands = [ln for ln in lines if ln.startswith("ces-logging ")]
-    others = [ln for ln in lines if ln and not ln.startswith("ces-logging ")]
-    assert all(ln.startswith(("make ", "pip install")) for ln in others), others
-    assert commands, f"{block.id}: no ces-logging command to run: mark it docs-test: skip (why)"
-    for c in commands:
-        args = shlex.split(c)[1:]
-        r = subprocess.run([sys.executable, "-m", "ces_logging", *args], env=env_for(emu), capture_output=True,
-                           text=True, timeout=60)  # fmt: skip
-        assert r.returncode == 0, (c, r.stdout, r.stderr)
-        if args[0] in ("events", "doctor"):
-            assert r.stdout.strip(), (c, r.stderr)
-        if args[0] == "send":
-            name = args[args.index("--name") + 1]
-            assert emu.events(PROJECT, name), (c, "the event sent is not stored")
+    assert re.search(r"^ces-logging ", block.code, flags=re.M), (
+        f"{block.id}: no ces-logging command to run: mark it docs-test: skip (why)"
+    )
+    run_shell_block(block.code, emu)
+
+
+def test_a_block_shown_in_the_readme_and_here_is_the_same_code() -> None:
+    readme = dict.fromkeys(re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S))
+    differ = []
+    for code in readme:
+        for marker in [m for m in EXPECT if m in code]:
+            copies = [b for b in RUN if marker in b.code]
+            differ += [b.id for b in copies if b.code != code]
+    assert not differ, f"docs blocks that differ from the README's copy (one EXPECT entry checks both): {differ}"
+
+
+def test_every_expectation_belongs_to_a_block_that_runs() -> None:
+    """An entry whose block was removed, changed or marked skip would check nothing: each must match a block
+    that runs, here or in the README."""
+    readme = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    running = [b.code for b in RUN if b.lang == "python"] + readme
+    stale = [marker for marker in EXPECT if not any(marker in code for code in running)]
+    assert not stale, f"EXPECT entries in tests/doc_blocks.py that match no block that runs: {stale}"
 
 
 # --- the reference's sources -------------------------------------------------------------------------------
 
 
+def handler_options() -> list[str]:
+    """The options a ``CESHandler`` takes, the one list the docstring and the configuration guide must match:
+    the fields of ``ces_logging.Options`` where the package has that object (plus the handler's own keyword
+    arguments beside it), else the handler's keyword parameters."""
+    import ces_logging
+
+    params = [
+        p.name for p in inspect.signature(CESHandler.__init__).parameters.values()
+        if p.name != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]  # fmt: skip
+    fields = getattr(getattr(ces_logging, "Options", None), "fields", None)
+    if callable(fields):
+        return [f.name for f in fields()] + [p for p in params if p != "options"]
+    return params
+
+
 def test_every_handler_option_is_documented_in_its_docstring() -> None:
     """The reference page is generated from this docstring: an option without an entry would be missing."""
     doc = CESHandler.__doc__ or ""
-    options = [p for p in inspect.signature(CESHandler.__init__).parameters if p != "self"]
+    options = handler_options()
     missing = [p for p in options if not re.search(rf"^\s+{p}: \S", doc, flags=re.M)]
     assert not missing, f"options without an entry under Args: in CESHandler's docstring: {missing}"
 
@@ -198,3 +203,46 @@ def test_reference_renders_every_public_name() -> None:
     rendered = set(re.findall(r"^::: ces_logging\.(\w+)\s*$", pages, flags=re.M))
     missing = sorted(set(ces_logging.__all__) - rendered - {"__version__"})
     assert not missing, f"public names with no ::: directive in docs/reference/: {missing}"
+
+
+# --- the guides' claims about the code and the tests -------------------------------------------------------------
+
+
+def test_configuration_table_names_every_option_and_no_other() -> None:
+    page = (DOCS / "guides" / "configuration.md").read_text()
+    table = page[page.index("## The options at a glance") :].split("\n## ", 1)[0]
+    rows = [ln for ln in table.splitlines() if ln.startswith("| `")]
+    named = {n for ln in rows for n in re.findall(r"`(\w+)`", ln.split("|")[1])}
+    options = set(handler_options())
+    assert not options - named, f"options missing from docs/guides/configuration.md: {sorted(options - named)}"
+    unknown = sorted(named - options)
+    assert not unknown, f"docs/guides/configuration.md names options that do not exist: {unknown}"
+
+
+def test_cited_tests_exist() -> None:
+    """A page that says "tested by tests/x.py::test_y" must name a test that is there: a renamed or removed test
+    would leave the claim standing with nothing behind it."""
+    tests = ROOT / "tests"
+    cited: list[tuple[str, str, str]] = []
+    for path in sorted(DOCS.rglob("*.md")):
+        for line in path.read_text().splitlines():
+            file = ""  # `test_x.py::test_y` names the file; a `::test_z` after it on the line is in the same file
+            for m in re.finditer(r"`((?:reliability/)?test_\w+\.py)?::(test_\w+)`", line):
+                file = m[1] or file
+                cited.append((path.name, file, m[2]))
+    assert len(cited) >= 20, cited  # the servers guide's table alone names more
+    missing = [
+        f"{page}: {file}::{name}"
+        for page, file, name in cited
+        if not (tests / file).exists() or not re.search(rf"^def {name}\(", (tests / file).read_text(), flags=re.M)
+    ]
+    assert not missing, f"docs cite tests that do not exist: {missing}"
+
+
+def test_layout_page_names_every_module() -> None:
+    page = (DOCS / "design" / "layout.md").read_text()
+    pkg = ROOT / "ces_logging"
+    modules = [p.name for p in pkg.glob("*.py") if p.name != "__init__.py" and not p.name.startswith("_" * 2 + "i")]
+    modules += [f"{p.name}/" for p in pkg.iterdir() if p.is_dir() and (p / "__init__.py").exists()]
+    missing = [m for m in modules if f"`{m}`" not in page]
+    assert not missing, f"modules missing from docs/design/layout.md: {missing}"

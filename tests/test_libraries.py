@@ -331,9 +331,9 @@ def test_loguru_bind_in_process(emu: Emulator) -> None:
     assert bad["detail"]["event_level"] == "Info" and h.stats.sanitised == 1
 
 
-# --- the README's recipes --------------------------------------------------------------------------------------
+# --- the documented recipes (docs/guides/libraries.md) ----------------------------------------------------------
 
-SECTION = (ROOT / "README.md").read_text().split("\n## Logging libraries\n", 1)[1].split("\n## ", 1)[0]
+SECTION = (ROOT / "docs" / "guides" / "libraries.md").read_text()
 RECIPES = re.findall(r"```python\n(.*?)```", SECTION, flags=re.S)
 # what each recipe's comments promise: {event name: [levels]}, and the dimensions of every event
 PROMISES = {
@@ -354,7 +354,7 @@ def test_readme_section_has_every_recipe() -> None:
 
 @pytest.mark.parametrize("marker", list(PROMISES))
 def test_readme_recipe(marker: str, emu: Emulator, tmp_path: Path) -> None:
-    """Each README recipe as a script: the console's output is the events' contents, and the fields its
+    """Each documented recipe as a script: the console's output is the events' contents, and the fields its
     comments promise."""
     (code,) = [c for c in RECIPES if marker in c]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CES_", "HUAWEICLOUD_SDK_"))}
@@ -368,7 +368,7 @@ def test_readme_recipe(marker: str, emu: Emulator, tmp_path: Path) -> None:
 
 
 def test_readme_django_server_logging_is_the_examples() -> None:
-    """The README's LOGGING for django.server is the one examples/django_server_log.py runs (and its test checks)."""
+    """The documented LOGGING for django.server is the one examples/django_server_log.py runs (and its test checks)."""
     (code,) = [c for c in RECIPES if "LOGGING = {" in c]
     scope: dict[str, Any] = {}
     exec(code, scope)

@@ -1,6 +1,7 @@
 """Reliability over real HTTP: outages, mixed faults, crashes with a spool, long outages, expiring credentials.
 
-Each test says what it proves; the figures they measure are quoted in README's "Reliability" section.
+Each test says what it proves; the figures they measure are quoted in docs/design/guarantees.md ("What the
+tests prove").
 """
 
 from __future__ import annotations
