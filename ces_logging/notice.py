@@ -64,24 +64,36 @@ def reset_after_fork() -> None:
 
 
 _ENDING_SIGNALS: Final = frozenset(getattr(signal, n) for n in ("SIGTERM", "SIGINT") if hasattr(signal, n))
+# Raised by the faulting instruction itself: never blocked (a fault with it blocked kills the process).
+_SYNCHRONOUS: Final = frozenset(
+    getattr(signal, n) for n in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS") if hasattr(signal, n)
+)
+
+
+def _asynchronous_signals() -> set[signal.Signals]:
+    try:
+        return set(signal.valid_signals()) - _SYNCHRONOUS - {signal.SIGKILL, signal.SIGSTOP}
+    except AttributeError:  # pragma: no cover - no valid_signals (Windows)
+        return set(_ENDING_SIGNALS)
 
 
 def start_thread(t: threading.Thread) -> None:
-    """``t.start()`` with SIGTERM and SIGINT blocked from the thread's first instruction (a thread is born with
-    its creator's signal mask). ``keep_signals_off_this_thread`` at the top of the thread's function comes too
-    late for a signal sent while the new thread waits for the GIL to get there: the kernel may hand it to that
-    thread, and a main thread asleep in C (``time.sleep``, a semaphore) is never woken for it (seen: Ctrl-C
-    lost by ``ces-logging tail``, a pool worker that slept through its SIGTERM). The creator's own mask is back
-    as it was once the thread has started; a signal sent meanwhile waits for it, and is not lost.
+    """``t.start()`` with every asynchronous signal blocked from the new thread's first instruction (a thread
+    is born with its creator's signal mask; ``keep_signals_off_this_thread`` at the top of its function would
+    come too late for a signal sent while it waits for the GIL). Two rules follow:
+    - a signal sent to the process goes to a thread that can act on it: Python runs handlers on the main thread
+      only, and a main thread asleep in C (``time.sleep``, a semaphore) is woken only by a signal sent to it;
+    - no handler of the app runs in the creator while ``Thread.start`` is half done (one that raises, the
+      ``signal.alarm`` pattern, would leave ``threading``'s books on the new thread wrong). A signal sent
+      meanwhile waits, and runs once the creator's mask is back.
 
     Not under gevent or eventlet: the "thread" is a greenlet on the main OS thread, and starting it switches to
-    other greenlets, which would run with the process's SIGTERM and SIGINT blocked (see
-    ``keep_signals_off_this_thread``)."""
+    other greenlets, which would run with the process's signals blocked (see ``keep_signals_off_this_thread``)."""
     if green.patched():
         t.start()
         return
     try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, _ENDING_SIGNALS)
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _asynchronous_signals())
     except (AttributeError, OSError, ValueError):  # no pthread_sigmask (Windows)
         t.start()
         return
