@@ -260,6 +260,9 @@ def _in_mp_child(_: object) -> None:
     from multiprocessing import util
 
     util.Finalize(None, _mp_finalizer, exitpriority=-100)
+    with contextlib.suppress(Exception):  # the child's main thread, before its target: the watch starts here
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            sigwatch.watch(_ours_ends_the_process)
 
 
 def _mp_finalizer() -> None:
