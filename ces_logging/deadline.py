@@ -60,8 +60,13 @@ class _Watchdog:
         with self._cond:
             heapq.heappush(self._heap, (scope.deadline, next(self._seq), scope))
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="ces-deadline", daemon=True)
-                notice.start_thread(self._thread)
+                t = self._thread = threading.Thread(target=self._run, name="ces-deadline", daemon=True)
+                try:
+                    notice.start_thread(t)
+                except BaseException:  # an app's signal handler raised before the thread started: not started
+                    if t.ident is None:
+                        self._thread = None
+                    raise
             elif self._waiting_until is None or scope.deadline < self._waiting_until:
                 self._cond.notify()
 

@@ -70,11 +70,14 @@ _SYNCHRONOUS: Final = frozenset(
 )
 
 
-def _asynchronous_signals() -> set[signal.Signals]:
+def _asynchronous_signals() -> frozenset[int]:
     try:
-        return set(signal.valid_signals()) - _SYNCHRONOUS - {signal.SIGKILL, signal.SIGSTOP}
+        return frozenset(signal.valid_signals()) - _SYNCHRONOUS - {signal.SIGKILL, signal.SIGSTOP}
     except AttributeError:  # pragma: no cover - no valid_signals (Windows)
-        return set(_ENDING_SIGNALS)
+        return _ENDING_SIGNALS
+
+
+_ASYNCHRONOUS: Final = _asynchronous_signals()
 
 
 def start_thread(t: threading.Thread) -> None:
@@ -92,12 +95,15 @@ def start_thread(t: threading.Thread) -> None:
     if green.patched():
         t.start()
         return
+    # An app's handler may raise from any of these calls: ``pthread_sigmask`` runs pending handlers after it
+    # changed the mask. The mask is read before it is changed, so that it is put back whatever raises.
     try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, _asynchronous_signals())
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, ())
     except (AttributeError, OSError, ValueError):  # no pthread_sigmask (Windows)
         t.start()
         return
     try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _ASYNCHRONOUS)
         t.start()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)

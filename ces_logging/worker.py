@@ -358,8 +358,13 @@ class Worker:
         if self._thread is None:
             self._renew_waits()
         t = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread = t
-        notice.start_thread(t)
+        previous, self._thread = self._thread, t
+        try:
+            notice.start_thread(t)
+        except BaseException:  # an app's signal handler raised in there (the signal.alarm pattern)
+            if t.ident is None:  # before the thread started: as if this start had not been tried
+                self._thread = previous
+            raise
 
     def _renew_waits(self) -> None:
         """Everything the worker's threads wait on, made now, with ``threading`` and ``queue`` as they are now:
