@@ -28,6 +28,7 @@ from .errors import (
 )
 from .factory import configure, handler_factory
 from .handler import CESHandler
+from .options import Options
 from .serverless import deliver_before_return, invocation
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ __all__ = [
     "HandlerStats",
     "IAMPasswordTokenProvider",
     "MetadataCredentialsProvider",
+    "Options",
     "ReportedEvent",
     "TokenAuth",
     "__version__",

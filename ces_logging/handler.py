@@ -29,80 +29,21 @@ from typing import TYPE_CHECKING, Any, Final
 from . import forks, lifecycle, notice
 from .alarms import AlarmOptions
 from .buffer import RecordBuffer
-from .config import ENV_ENDPOINT, ENV_EVENT_SOURCE, ENV_PROJECT_IDS, ENV_REGION, ENV_SDK_REGION, env_first
 from .errors import ConfigError
-from .events import (
-    DIMENSION_NAME,
-    DIMENSION_VALUE,
-    EVENT_NAME,
-    EVENT_USER,
-    GROUP_ID,
-    LEVELS,
-    MAX_CONTENT,
-    MAX_DIMENSIONS,
-    RESOURCE_ID,
-    RESOURCE_NAME,
-    STATES,
-    TextRule,
-    check_event_source,
-)
+from .events import MAX_CONTENT
 from .mapping import DEFAULT_LEVEL_MAP, DEFAULT_STATE_MAP, ITEM_OVERHEAD, PLAIN_RECORD_KEYS, EventBuilder
+from .options import OVERFLOW_POLICIES, Options, describe, parse_level
 from .spool import Spool
-from .throttle import DEFAULT_MAX_IN_FLIGHT, throttle_for
+from .throttle import throttle_for
 from .worker import WORKER_THREADS, Worker
 
 if TYPE_CHECKING:  # the HTTP stack loads when a handler that sends is built, not with this module
-    from .auth import TokenProvider
     from .client import CESClient
     from .model import HandlerStats
 
-__all__ = ["DEFAULT_LEVEL_MAP", "DEFAULT_STATE_MAP", "CESHandler", "HandlerStats"]
+__all__ = ["DEFAULT_LEVEL_MAP", "DEFAULT_STATE_MAP", "OVERFLOW_POLICIES", "CESHandler", "HandlerStats", "Options"]
 
 MAX_RESTARTS: Final = 5  # a worker that dies of a bug is replaced this many times per handler, then it says so
-OVERFLOW_POLICIES: Final = ("drop", "block")
-
-
-def _parse_level(level: int | str) -> int:
-    if isinstance(level, int) and not isinstance(level, bool):
-        return level
-    if isinstance(level, str):
-        if level.strip().lstrip("-").isdigit():
-            return int(level)
-        value = logging.getLevelName(level.strip().upper())
-        if isinstance(value, int):
-            return value
-    raise ConfigError(f"unknown logging level {level!r}")
-
-
-def _check_optional(rule: TextRule, value: str | None) -> str | None:
-    if value is None or value == "":
-        return None
-    if why := rule.check(value):
-        raise ConfigError(f"{rule.field} {value!r} is not valid: {why}")
-    return value
-
-
-def _check_dimensions(dims: Mapping[str, Any] | None) -> dict[str, str]:
-    if not dims:
-        return {}
-    if not isinstance(dims, Mapping):
-        raise ConfigError(f"dimensions must be a mapping of name to value, got {type(dims).__name__}")
-    if len(dims) > MAX_DIMENSIONS:
-        raise ConfigError(f"at most {MAX_DIMENSIONS} dimensions are allowed, got {len(dims)}")
-    out = {}
-    for name, value in dims.items():
-        if why := DIMENSION_NAME.check(name):
-            raise ConfigError(f"dimension name {name!r} is not valid: {why}")
-        if why := DIMENSION_VALUE.check(str(value)):
-            raise ConfigError(f"dimension {name!r} value is not valid: {why}")
-        out[name] = str(value)
-    return out
-
-
-def _positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def _holding_logging_lock() -> bool:
@@ -116,88 +57,69 @@ def _holding_logging_lock() -> bool:
         return False
 
 
-def _nothing_configured(env: Mapping[str, str], **given: object) -> bool:
-    """Neither an endpoint (or region) nor a project id anywhere: a laptop, CI, a ``manage.py`` command."""
-    if any(v for v in given.values()):
-        return False
-    return not env_first(env, ENV_ENDPOINT, ENV_REGION, ENV_SDK_REGION, *ENV_PROJECT_IDS)
+def _build_options(options: Options | None, kwargs: Mapping[str, Any], env: Mapping[str, str]) -> Options:
+    """The one ``Options`` of a handler: the object given, with the keywords given over it, with the
+    environment for what neither gave."""
+    if options is not None and not isinstance(options, Options):
+        raise ConfigError(
+            f"CESHandler's one positional argument is an Options, got {type(options).__name__}: pass "
+            "project_id=, region=, endpoint= and the other options by keyword"
+        )
+    if options is None:
+        options = Options(**kwargs)
+    elif kwargs:
+        options = options.replace(**kwargs)
+    return options.with_env(env)
+
+
+def _client_for(opts: Options, env: Mapping[str, str] | None) -> CESClient | None:
+    """The client the options describe; None (an inactive handler) when no endpoint, region or project id is
+    set anywhere (a laptop, CI, a ``manage.py`` command): the app runs, one line says so."""
+    if not (opts.endpoint or opts.region or opts.project_id):
+        notice.say(
+            "inactive",
+            "no Cloud Eye endpoint, region or project id configured: this handler is inactive and sends "
+            "nothing. Set CES_ENDPOINT (or CES_REGION) and CES_PROJECT_ID to turn it on.",
+            interval=3600,
+        )
+        return None
+    from .client import CESClient  # requests, urllib3, ssl: only for a handler that will send
+
+    return CESClient(
+        opts.project_id,
+        region=opts.region,
+        endpoint=opts.endpoint,
+        ak=opts.ak,
+        sk=opts.sk,
+        security_token=opts.security_token,
+        token=opts.token,
+        token_provider=opts.token_provider,
+        timeout=opts.timeout,
+        verify=opts.verify,
+        allow_insecure=opts.allow_insecure,
+        env=env,
+    )
 
 
 class CESHandler(logging.Handler):
     """Sends log records to Cloud Eye as custom events, batched and delivered by a background worker.
 
-    All arguments are plain values, so that ``logging.config.dictConfig`` can build it with
-    ``"class": "ces_logging.CESHandler"``; ``handler_factory`` takes each of them as a string too. Bad values
-    raise ``ConfigError`` here, never when a record is logged. ``emit`` never blocks (unless
-    ``overflow="block"``) and never raises.
+    Its settings are one ``Options`` object: ``CESHandler(options=Options(...))``, or the same options as
+    keywords, ``CESHandler(project_id=..., batch_size=50)``, which build it (keywords given with ``options``
+    change those). Every option is listed below and documented where ``Options`` declares it. Each is a plain
+    value, so that ``logging.config.dictConfig`` can build the handler with ``"class": "ces_logging.CESHandler"``;
+    ``handler_factory`` takes each of them as a string too. Bad values raise ``ConfigError`` here, never when a
+    record is logged. ``emit`` never blocks (unless ``overflow="block"``) and never raises.
 
     With no endpoint, region or project id given anywhere (arguments or environment), the handler is inactive:
     it says so once on stderr and counts what it is given as ``inactive``; the app runs. Values that are given
     but wrong raise ``ConfigError``.
 
     Args:
-        project_id: The project id (1-64 letters, digits, ``_``, ``-``). Default: ``CES_PROJECT_ID`` or
-            ``HUAWEICLOUD_SDK_PROJECT_ID``, else the profile file's.
-        region: A region id such as ``cn-north-4``; the endpoint is ``https://ces.{region}.myhuaweicloud.com``
-            (or ``HUAWEICLOUD_SDK_REGION_CES_<REGION>``). Default: ``CES_REGION`` or ``HUAWEICLOUD_SDK_REGION``.
-        endpoint: The service's URL; wins over ``region``. Default: ``CES_ENDPOINT``. A plain ``http://``
-            endpoint must be this machine unless ``allow_insecure`` is set.
-        ak: Access key for AK/SK signing (SDK-HMAC-SHA256). Default: the credential chain.
-        sk: Secret key, with ``ak``. Never shown in a ``repr``, a log line, an exception or the CLI.
-        security_token: The security token of temporary keys, with ``ak`` and ``sk``.
-        token: A fixed IAM token, sent as ``X-Auth-Token`` (default: ``CES_AUTH_TOKEN``).
-        token_provider: An object whose ``token()`` returns a current token, such as
-            ``IAMPasswordTokenProvider``; asked before each request and refreshed after a 401.
-        event_source: The events' source, ``service.item``, 3-32 characters. Default: ``CES_EVENT_SOURCE``,
-            else ``app.log``.
-        event_name: A fixed event name for every record. Default: the logger's name with ``.`` and other
-            characters outside the API's set as ``_`` (``shop.checkout`` becomes ``shop_checkout``).
-        resource_id: Default ``detail.resource_id`` of every event.
-        resource_name: Default ``detail.resource_name``; the process identity follows it (``process_identity``).
-        group_id: Default ``detail.group_id`` (a resource group's 24-character id).
-        event_user: Default ``detail.event_user``.
-        dimensions: A mapping of up to 4 dimension names to values, on every event (a record's own are merged
-            in).
-        level_map: ``{logging level or level name: Cloud Eye level}`` thresholds, added to the defaults
-            (CRITICAL and up: Critical, ERROR: Major, WARNING: Minor, below: Info).
-        state_map: ``{Cloud Eye level: event state}``, added to the defaults (Critical and Major: incident,
-            Minor: warning, Info: normal).
-        batch_size: Events per request, 1-100 (the API's limit).
-        flush_interval: Seconds a partial batch waits for more records before it is sent.
-        queue_size: Records held in memory at most (the buffer between ``emit`` and the worker).
-        queue_max_bytes: Bytes held in memory at most (a queued record costs its content text, at most about
-            4 KB, and about 240 bytes; never its arguments or traceback frames). At least 4096.
-        overflow: What ``emit`` does when the buffer is full: ``"drop"`` the new record (counted as
-            ``queue_full``), or ``"block"`` for up to ``overflow_timeout`` seconds waiting for room. With a
-            spool, twice the bounds are let in while the worker spills to disk, and ``"block"`` waits for the
-            spill.
-        overflow_timeout: Seconds ``overflow="block"`` waits at most.
-        max_in_flight: Requests in flight at once to one service. The limit adapts (fewer after a 429, a 5xx or
-            a connection error; more while healthy and while more pay), and is shared by every handler of the
-            process that talks to the same endpoint and project.
-        timeout: Seconds a request may take in all (a total deadline, not a per-read one).
-        grace_period: Seconds that ``close()``, ``flush()`` without a timeout, interpreter exit and SIGTERM give
-            delivery, retries included.
-        json_content: Render the content as JSON (python-json-logger), kept valid JSON when it must be cut.
-        spool_dir: A directory for the durable on-disk spool: batches that cannot be delivered now go there
-            and are sent later, by this process or the next one with the same directory. Default: no spool.
-        spool_max_bytes: The spool's size cap; over it the oldest files go first (``spool_full``).
-        process_identity: Put ``{host}@{pid}.{token}`` into ``resource_name`` so that records of different
-            processes never merge under the service's same-event rule.
-        handle_sigterm: Drain on SIGTERM, then hand the signal on to the handler that was there (or end by
-            SIGTERM as before). ``False`` leaves SIGTERM alone.
-        storm_control: ``"N/Ws"`` or ``(N, W)``: per group of alike records, N events per W seconds, then one
-            summary event for the rest. Default: off.
-        context_records: The last N (0-100) records below ``event_level``, per thread or asyncio task, go into
-            the content of the next event. Needs ``event_level``.
-        event_level: Records below this level (a level or its name) are not events; with ``context_records``
-            they are kept as context. Default: every record the handler sees is an event.
-        level: The handler's logging level (what it sees at all).
-        verify: TLS verification: ``True``, ``False`` or a CA bundle's path.
-        allow_insecure: Allow a plain ``http://`` endpoint on another host (events and credentials then travel
-            unencrypted).
-        client: A ``CESClient`` of your own to send with, instead of one built from the options above.
+        options: The handler's settings (see ``Options``); the environment fills what it does not give.
+        client: A ``CESClient`` of your own to send with, instead of one built from the options.
         env: The environment to read instead of ``os.environ`` (tests).
+        **kwargs: Options by name, as ``Options`` takes them.
 
     Raises:
         ConfigError: An option is given but wrong; the message names it, never a secret's value.
@@ -244,99 +166,29 @@ class CESHandler(logging.Handler):
 
     def __init__(
         self,
-        project_id: str | None = None,
-        region: str | None = None,
-        endpoint: str | None = None,
-        ak: str | None = None,
-        sk: str | None = None,
-        security_token: str | None = None,
-        token: str | None = None,
+        options: Options | None = None,
         *,
-        token_provider: TokenProvider | None = None,
-        event_source: str | None = None,
-        event_name: str | None = None,
-        resource_id: str | None = None,
-        resource_name: str | None = None,
-        group_id: str | None = None,
-        event_user: str | None = None,
-        dimensions: Mapping[str, Any] | None = None,
-        level_map: Mapping[int | str, str] | None = None,
-        state_map: Mapping[str, str] | None = None,
-        batch_size: int = 100,
-        flush_interval: float = 2.0,
-        queue_size: int = 100_000,
-        queue_max_bytes: int = 32 * 2**20,
-        overflow: str = "drop",
-        overflow_timeout: float = 5.0,
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-        timeout: float = 10.0,
-        grace_period: float = 5.0,
-        json_content: bool = False,
-        spool_dir: str | os.PathLike[str] | None = None,
-        spool_max_bytes: int = 50 * 2**20,
-        process_identity: bool = True,
-        handle_sigterm: bool = True,
-        storm_control: str | tuple[int, float] | None = None,
-        context_records: int = 0,
-        event_level: int | str | None = None,
-        level: int | str = logging.NOTSET,
-        verify: bool | str = True,
-        allow_insecure: bool = False,
         client: CESClient | None = None,
         env: Mapping[str, str] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(_parse_level(level))
-        env = os.environ if env is None else env
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 100:
-            raise ConfigError(f"batch_size must be an integer from 1 to 100 (the API's limit), got {batch_size!r}")
-        _positive_int("queue_size", queue_size)
-        _positive_int("queue_max_bytes", queue_max_bytes, 4096)
-        _positive_int("max_in_flight", max_in_flight)
-        if max_in_flight > 16:
-            raise ConfigError(f"max_in_flight must be at most 16, got {max_in_flight!r}")
-        if overflow not in OVERFLOW_POLICIES:
-            raise ConfigError(f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}, got {overflow!r}")
-        for opt, val in (
-            ("flush_interval", flush_interval),
-            ("grace_period", grace_period),
-            ("overflow_timeout", overflow_timeout),
-        ):
-            if isinstance(val, bool) or not isinstance(val, int | float) or val < 0:
-                raise ConfigError(f"{opt} must be a number of seconds >= 0, got {val!r}")
-        source = event_source or env_first(env, ENV_EVENT_SOURCE) or "app.log"
-        if why := check_event_source(source):
-            raise ConfigError(f"event_source {source!r} is not valid: {why}")
-        if event_name is not None and (why := EVENT_NAME.check(event_name)):
-            raise ConfigError(f"event_name {event_name!r} is not valid: {why}")
-        thresholds = dict(DEFAULT_LEVEL_MAP)
-        for k, v in (level_map or {}).items():
-            if v not in LEVELS:
-                raise ConfigError(f"level_map: {v!r} is not a Cloud Eye level ({', '.join(LEVELS)})")
-            thresholds[_parse_level(k)] = v
-        states = dict(DEFAULT_STATE_MAP)
-        for k, v in (state_map or {}).items():
-            if k not in LEVELS or v not in STATES:
-                raise ConfigError(
-                    f"state_map: {k!r} -> {v!r} must map a level ({', '.join(LEVELS)}) to a state ({', '.join(STATES)})"
-                )
-            states[k] = v
-        if isinstance(spool_max_bytes, bool) or not isinstance(spool_max_bytes, int) or spool_max_bytes < 1:
-            raise ConfigError(f"spool_max_bytes must be a positive integer, got {spool_max_bytes!r}")
-        # hook: storm control, context records, event threshold (alarms.py)
-        self.alarms = AlarmOptions.parse(storm_control, context_records, event_level, _parse_level)
+        opts = _build_options(options, kwargs, os.environ if env is None else env)
+        super().__init__(opts.level)
+        self.options = opts
+        self.alarms = AlarmOptions.parse(opts.storm_control, opts.context_records, opts.event_level, parse_level)
         self.event_level = self.alarms.event_level
         self.builder = EventBuilder(
-            event_source=source,
-            event_name=event_name,
-            resource_id=_check_optional(RESOURCE_ID, resource_id),
-            resource_name=_check_optional(RESOURCE_NAME, resource_name),
-            group_id=_check_optional(GROUP_ID, group_id),
-            event_user=_check_optional(EVENT_USER, event_user),
-            dimensions=_check_dimensions(dimensions),
-            level_map=thresholds,
-            state_map=states,
-            json_content=bool(json_content),
-            process_identity=bool(process_identity),
+            event_source=opts.event_source,
+            event_name=opts.event_name,
+            resource_id=opts.resource_id,
+            resource_name=opts.resource_name,
+            group_id=opts.group_id,
+            event_user=opts.event_user,
+            dimensions=dict(opts.dimensions or {}),
+            level_map={**DEFAULT_LEVEL_MAP, **{parse_level(k): v for k, v in (opts.level_map or {}).items()}},
+            state_map={**DEFAULT_STATE_MAP, **(opts.state_map or {})},
+            json_content=opts.json_content,
+            process_identity=opts.process_identity,
             storm_keys=self.alarms.storm is not None,
             context=self.alarms.context,
         )
@@ -346,55 +198,29 @@ class CESHandler(logging.Handler):
             and not self.builder.storm_keys
             and self.event_level == logging.NOTSET
         )
-        self.event_source = source
-        self.event_name = event_name
-        self.batch_size = batch_size
-        self.flush_interval = float(flush_interval)
-        self.queue_size = queue_size
-        self.queue_max_bytes = queue_max_bytes
-        self.overflow = overflow
-        self.overflow_timeout = float(overflow_timeout)
-        self.max_in_flight = max_in_flight
-        self.grace_period = float(grace_period)
-        self.handle_sigterm = bool(handle_sigterm)
+        self.event_source = opts.event_source
+        self.event_name = opts.event_name
+        self.batch_size = opts.batch_size
+        self.flush_interval = opts.flush_interval
+        self.queue_size = opts.queue_size
+        self.queue_max_bytes = opts.queue_max_bytes
+        self.overflow = opts.overflow
+        self.overflow_timeout = opts.overflow_timeout
+        self.max_in_flight = opts.max_in_flight
+        self.grace_period = opts.grace_period
+        self.handle_sigterm = opts.handle_sigterm
         self._reported_lost = 0
         self._restarts = 0
         self._flushed_drops = 0
         self._start_lock = threading.RLock()
         self._starting_since = 0.0
         self.spool: Spool | None = None
-        self.client: CESClient | None
-        if client is None and _nothing_configured(env, project_id=project_id, region=region, endpoint=endpoint):
-            self.client = None
-            notice.say(
-                "inactive",
-                "no Cloud Eye endpoint, region or project id configured: this handler is inactive and sends "
-                "nothing. Set CES_ENDPOINT (or CES_REGION) and CES_PROJECT_ID to turn it on.",
-                interval=3600,
-            )
-        else:
-            if client is None:
-                from .client import CESClient  # requests, urllib3, ssl: only for a handler that will send
-
-            self.client = client or CESClient(
-                project_id,
-                region=region,
-                endpoint=endpoint,
-                ak=ak,
-                sk=sk,
-                security_token=security_token,
-                token=token,
-                token_provider=token_provider,
-                timeout=timeout,
-                verify=verify,
-                allow_insecure=allow_insecure,
-                env=env,
-            )
-            if spool_dir is not None:
-                try:
-                    self.spool = Spool(spool_dir, spool_max_bytes)
-                except OSError as e:  # a read-only or full disk: work from memory, say so, never fail the app
-                    notice.say("spool-error", f"spool at {spool_dir} unusable ({e}); events kept in memory only")
+        self.client = client if client is not None else _client_for(opts, env)
+        if self.client is not None and opts.spool_dir is not None:
+            try:
+                self.spool = Spool(opts.spool_dir, opts.spool_max_bytes)
+            except OSError as e:  # a read-only or full disk: work from memory, say so, never fail the app
+                notice.say("spool-error", f"spool at {opts.spool_dir} unusable ({e}); events kept in memory only")
         self._active = self.client is not None
         self._pid = os.getpid()
         self._reset_queue()
@@ -501,9 +327,9 @@ class CESHandler(logging.Handler):
                 text = item[3]
             size = len(text) + ITEM_OVERHEAD
             items = buf.items
-            if (
-                buf.bytes_in + size > buf.bytes_cap or len(items) >= buf.max_items
-            ) and not self._room(buf, size):  # buf.full(), inline: this is the hot path
+            if (buf.bytes_in + size > buf.bytes_cap or len(items) >= buf.max_items) and not self._room(
+                buf, size
+            ):  # buf.full(), inline: this is the hot path
                 buf.refuse("queue_full")
                 return
             buf.bytes_in += size
@@ -815,6 +641,9 @@ class CESHandler(logging.Handler):
             self.spool.renew_owner()
         self._reset_queue()
 
+
+# ``help(CESHandler)`` lists every option, from where ``Options`` declares it.
+CESHandler.__doc__ = (CESHandler.__doc__ or "").rstrip() + "\n\n" + describe(Options.fields(), "Options:")
 
 _PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
 # emit's fast path, as globals (one look-up each)
