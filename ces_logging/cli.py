@@ -372,15 +372,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _handler_defaults() -> str:
-    import inspect
+    from .options import Options
 
-    from .handler import CESHandler
-
-    d = {k: p.default for k, p in inspect.signature(CESHandler.__init__).parameters.items()}
-    source = os.environ.get("CES_EVENT_SOURCE") or "app.log"
+    try:
+        d = Options().with_env()  # what a handler given no options would use here
+    except ConfigError:  # said by the checks above
+        d = Options()
     return (
-        f"batch {d['batch_size']}, every {d['flush_interval']:g} s, queue {d['queue_size']}, "
-        f"grace {d['grace_period']:g} s, timeout {d['timeout']:g} s, event source {source}"
+        f"batch {d.batch_size}, every {d.flush_interval:g} s, queue {d.queue_size}, "
+        f"grace {d.grace_period:g} s, timeout {d.timeout:g} s, event source {d.event_source}"
     )
 
 

@@ -286,15 +286,19 @@ class Field:
         self.shown = shown
         self.secret = False
 
-    def describe(self) -> str:
-        """The field's entry in a Google-style ``Attributes:`` section (what ``help()`` and the docs show)."""
+    def text(self) -> str:
+        """What the field does, then its default, unit and environment variables: its documentation."""
         shown = self.shown or ("none" if self.default is None else f"``{self.default!r}``")
         tail = [f"Default: {shown}."]
         if self.unit:
             tail.append(f"Unit: {self.unit}.")
         if self.env:
             tail.append(f"Environment: {' or '.join(f'``{e}``' for e in self.env)}.")
-        return f"{self.name} ({self.type}): {self.doc} {' '.join(tail)}"
+        return f"{self.doc} {' '.join(tail)}"
+
+    def describe(self) -> str:
+        """The field's entry in a Google-style ``Attributes:`` section (what ``help()`` shows)."""
+        return f"{self.name} ({self.type}): {self.text()}"
 
 
 def option(

@@ -14,7 +14,7 @@ checks something:
 A block that only defines a dictConfig mapping (a Django ``LOGGING``) gets, in its ``EXPECT`` entry, the
 lines that apply it and log through it. A block shown both in README.md and here is the same code in both.
 
-Beside the blocks: the reference pages' sources (every ``CESHandler`` option documented in its docstring, every
+Beside the blocks: the reference pages' sources (every option documented where ``Options`` declares it, every
 counter and drop reason in the counting rule's glossary) and the code's citations of the API page.
 """
 
@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import pytest
 
-from ces_logging import CESHandler, HandlerStats
+from ces_logging import CESHandler, HandlerStats, Options
 from ces_logging.emulator import Emulator
 
 from .doc_blocks import EXPECT, checks_itself, expectations_of, run_python_block, run_shell_block
@@ -151,12 +151,26 @@ def handler_options() -> list[str]:
     return params
 
 
-def test_every_handler_option_is_documented_in_its_docstring() -> None:
-    """The reference page is generated from this docstring: an option without an entry would be missing."""
+def test_every_option_is_documented_where_options_declares_it() -> None:
+    """``help()`` and the reference page show the options from their declarations in ``Options`` (the class
+    docstrings, and tools/griffe_options.py for the site): each must say what it does, and each must reach both
+    ``help(Options)`` and ``help(CESHandler)``, whose own arguments are documented under Args:."""
+    fields = Options.fields()
+    assert len(fields) >= 37  # every option CESHandler took as a parameter before Options
+    vague = [f.name for f in fields if len(f.doc.split()) < 4 or not f.doc.endswith(".")]
+    assert not vague, f"options without a sentence of documentation where Options declares them: {vague}"
+    for owner in (Options, CESHandler):
+        doc = owner.__doc__ or ""
+        entry = r"^\s+{} \(\S.*\): {}"
+        missing = [f.name for f in fields if not re.search(entry.format(f.name, re.escape(f.doc[:12])), doc, re.M)]
+        assert not missing, f"options missing from help({owner.__name__}): {missing}"
+    args = [p for p in inspect.signature(CESHandler.__init__).parameters if p != "self"]
     doc = CESHandler.__doc__ or ""
-    options = handler_options()
-    missing = [p for p in options if not re.search(rf"^\s+{p}: \S", doc, flags=re.M)]
-    assert not missing, f"options without an entry under Args: in CESHandler's docstring: {missing}"
+    missing = [p for p in args if not re.search(rf"^\s+(\*\*)?{p}: \S", doc, flags=re.M)]
+    assert not missing, f"CESHandler arguments without an entry under Args: in its docstring: {missing}"
+    page = (DOCS / "reference" / "handler.md").read_text()
+    assert re.search(r"^::: ces_logging\.Options\s*$", page, flags=re.M)
+    assert "tools/griffe_options.py:OptionsFields" in (ROOT / "mkdocs.yml").read_text()
 
 
 def drop_reasons() -> set[str]:
