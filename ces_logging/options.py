@@ -344,11 +344,12 @@ def _options_class(cls: type[Options]) -> type[Options]:
     return cls
 
 
-def describe(fields: tuple[Field, ...] | list[Field], heading: str) -> str:
-    """``heading`` and one indented entry per field, as Google-style docstrings write them."""
-    lines = [heading]
+def describe(fields: tuple[Field, ...] | list[Field], heading: str, indent: str = "    ") -> str:
+    """``heading`` and one indented entry per field, as Google-style docstrings write them; each line starts
+    with ``indent``, the indentation of the class docstring it is appended to (``help()`` removes it)."""
+    lines = [indent + heading]
     for f in fields:
-        lines.extend(_wrap(f.describe(), "    ", "        "))
+        lines.extend(_wrap(f.describe(), indent + "    ", indent + "        "))
     return "\n".join(lines) + "\n"
 
 
@@ -372,8 +373,8 @@ class Options:
     ``Options(batch_size=50, flush_interval=0.5)`` takes each option by keyword, typed;
     ``Options.from_strings(batch_size="50")`` takes strings (as ``handler_factory`` and configuration files give
     them); ``options.with_env()`` adds what the environment sets for the options not given; ``options.replace()``
-    changes some. Precedence: an argument, then the environment, then the default. The object is immutable, and its
-    ``repr`` shows the options given, never a secret's value.
+    changes some. Precedence: an argument, then the environment, then the default; ``None`` for an option means its
+    default. The object is immutable, and its ``repr`` shows the options given, never a secret's value.
 
     ``CESHandler(options=...)``, ``handler_factory(options=...)`` and ``configure(options=...)`` take one; each of
     them also takes the options as keywords and builds it.
@@ -651,10 +652,11 @@ class Options:
             unknown = sorted(set(values) - set(self._by_name))
             if unknown:
                 raise ConfigError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(self._by_name))}")
+            given = {k: v for k, v in values.items() if v is not None}  # None: the default (YAML's null)
             kept = self.__dict__
             for f in self._fields:
-                kept[f.name] = f.check(f.name, values[f.name]) if f.name in values else f.default
-            kept["_given"] = frozenset(values)
+                kept[f.name] = f.check(f.name, given[f.name]) if f.name in given else f.default
+            kept["_given"] = frozenset(given)
             self._check_together()
 
     def _check_together(self) -> None:
@@ -702,7 +704,12 @@ class Options:
             for var in f.env:
                 text = env_first(env, var)
                 if text is not None:
-                    values[f.name] = self._read(f.name, text, f" (from {var})")
+                    value = self._read(f.name, text, f" (from {var})")
+                    try:
+                        f.check(f.name, value)
+                    except ConfigError as e:
+                        raise ConfigError(f"{e} (from {var})") from None
+                    values[f.name] = value
                     break
         if values.keys() == self._given:
             return self
