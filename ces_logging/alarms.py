@@ -1,5 +1,5 @@
-"""The handler's options for events worth alarming on, read and checked in one place: ``storm_control``
-(``storm.py``), ``context_records`` (``context.py``) and ``event_level``.
+"""The handler's state for events worth alarming on, made from its checked options (``options.py``):
+``storm_control`` (``storm.py``), ``context_records`` (``context.py``) and ``event_level``.
 
 ``event_level`` is the events' own threshold, apart from the handler's ``level`` (the logging threshold): a
 handler only sees records at or above its level and its logger's, so to keep lower records as context it must
@@ -10,10 +10,9 @@ see them, and only those at or above ``event_level`` become events. Records belo
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
-from .context import MAX_CONTEXT_RECORDS, ContextKeeper
-from .errors import ConfigError
+from .context import ContextKeeper
+from .options import Options, parse_level
 from .storm import StormControl, parse_storm_control
 
 
@@ -26,24 +25,12 @@ class AlarmOptions:
         self.event_level = event_level
 
     @classmethod
-    def parse(
-        cls,
-        storm_control: object,
-        context_records: object,
-        event_level: int | str | None,
-        parse_level: Callable[[int | str], int],
-    ) -> AlarmOptions:
-        storm = parse_storm_control(storm_control)
-        n = context_records
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_CONTEXT_RECORDS:
-            raise ConfigError(f"context_records must be an integer from 0 to {MAX_CONTEXT_RECORDS}, got {n!r}")
-        if n and event_level is None:
-            raise ConfigError(
-                "context_records keeps the records below event_level: set event_level (say 'ERROR') and a lower "
-                "level for the handler and its logger (say 'INFO'), so that the handler sees those records"
-            )
-        threshold = logging.NOTSET if event_level is None else parse_level(event_level)
-        return cls(storm, ContextKeeper(n) if n else None, threshold)
+    def of(cls, options: Options) -> AlarmOptions:
+        """From options already checked (``options.py`` holds the rules: the ranges, and that
+        ``context_records`` needs ``event_level``)."""
+        n = options.context_records
+        level = logging.NOTSET if options.event_level is None else parse_level(options.event_level)
+        return cls(parse_storm_control(options.storm_control), ContextKeeper(n) if n else None, level)
 
     def storm_control(self, json_content: bool) -> StormControl | None:
         """A fresh worker-side state (one per worker: a forked child starts with no groups)."""

@@ -175,7 +175,7 @@ class CESHandler(logging.Handler):
         opts = _build_options(options, kwargs, os.environ if env is None else env)
         super().__init__(opts.level)
         self.options = opts
-        self.alarms = AlarmOptions.parse(opts.storm_control, opts.context_records, opts.event_level, parse_level)
+        self.alarms = AlarmOptions.of(opts)
         self.event_level = self.alarms.event_level
         self.builder = EventBuilder(
             event_source=opts.event_source,
