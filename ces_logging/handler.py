@@ -32,7 +32,7 @@ from .buffer import RecordBuffer
 from .errors import ConfigError
 from .events import MAX_CONTENT
 from .mapping import DEFAULT_LEVEL_MAP, DEFAULT_STATE_MAP, ITEM_OVERHEAD, PLAIN_RECORD_KEYS, EventBuilder
-from .options import OVERFLOW_POLICIES, Options, describe, parse_level
+from .options import OVERFLOW_POLICIES, FieldsInDoc, Options, parse_level
 from .spool import Spool
 from .throttle import throttle_for
 from .worker import WORKER_THREADS, Worker
@@ -101,7 +101,7 @@ def _client_for(opts: Options, env: Mapping[str, str] | None) -> CESClient | Non
     )
 
 
-class CESHandler(logging.Handler):
+class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every option (options.py)
     """Sends log records to Cloud Eye as custom events, batched and delivered by a background worker.
 
     Its settings are one ``Options`` object: ``CESHandler(options=Options(...))``, or the same options as
@@ -641,9 +641,6 @@ class CESHandler(logging.Handler):
             self.spool.renew_owner()
         self._reset_queue()
 
-
-# ``help(CESHandler)`` lists every option, from where ``Options`` declares it.
-CESHandler.__doc__ = (CESHandler.__doc__ or "").rstrip() + "\n\n" + describe(Options.fields(), "Options:")
 
 _PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
 # emit's fast path, as globals (one look-up each)

@@ -65,7 +65,7 @@ else:
         return lambda f: f
 
 
-__all__ = ["OVERFLOW_POLICIES", "SECRETS", "Options", "parse_level"]
+__all__ = ["OVERFLOW_POLICIES", "SECRETS", "FieldsInDoc", "Options", "parse_level"]
 
 OVERFLOW_POLICIES: Final = ("drop", "block")
 MAX_IN_FLIGHT_LIMIT: Final = 16
@@ -340,8 +340,26 @@ def _options_class(cls: type[Options]) -> type[Options]:
             setattr(cls, name, value.default)
     cls._fields = tuple(fields)
     cls._by_name = {f.name: f for f in fields}
-    cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n\n" + describe(fields, "Attributes:")
     return cls
+
+
+class FieldsInDoc(type):
+    """The metaclass of ``Options`` and ``CESHandler``: their docstring (``help()``, pydoc, IDEs) ends with an
+    entry per option, made from the declarations when first read. Made at import, it would cost every process
+    about a millisecond that almost none of them uses."""
+
+    _fields_heading = "Options:"
+
+    @property
+    def __doc__(cls) -> str | None:  # type: ignore[override]  # read-only: assigning it would drop the entries
+        own: str | None = vars(cls).get("__doc__")
+        if own is None or not isinstance(own, str):
+            return own
+        full: str | None = vars(cls).get("_full_doc")
+        if full is None:
+            full = own.rstrip() + "\n\n" + describe(Options.fields(), cls._fields_heading)
+            type.__setattr__(cls, "_full_doc", full)
+        return full
 
 
 def describe(fields: tuple[Field, ...] | list[Field], heading: str, indent: str = "    ") -> str:
@@ -367,7 +385,7 @@ def _wrap(text: str, first: str, rest: str, width: int = 100) -> list[str]:
 
 
 @_options_class
-class Options:
+class Options(metaclass=FieldsInDoc):
     """Every setting of a ``CESHandler``, checked when the object is made.
 
     ``Options(batch_size=50, flush_interval=0.5)`` takes each option by keyword, typed;
@@ -384,6 +402,7 @@ class Options:
             names the option, never a secret's value).
     """
 
+    _fields_heading: ClassVar[str] = "Attributes:"
     _fields: ClassVar[tuple[Field, ...]] = ()  # set by _options_class
     _by_name: ClassVar[Mapping[str, Field]] = {}
     _given: ClassVar[frozenset[str]] = frozenset()  # each instance has its own: the names given
