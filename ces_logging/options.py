@@ -328,8 +328,8 @@ def option(
 
 @dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(option,))
 def _options_class(cls: type[Options]) -> type[Options]:
-    """Collects the ``option()`` declarations of ``cls`` (in order), puts their defaults in their place, and appends
-    their documentation to the class docstring."""
+    """Collects the ``option()`` declarations of ``cls`` (in order) and puts their defaults in their place. For a
+    type checker, it makes ``cls`` a frozen, keyword-only dataclass of those fields."""
     fields = []
     for name, value in list(vars(cls).items()):
         if isinstance(value, Field):
