@@ -599,7 +599,11 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
         w.hurry(deadline, final)
 
     def _wait_delivered(self, deadline: float) -> bool:
-        """Everything received so far sent, dropped or safe on disk, by ``deadline``."""
+        """Everything received so far sent, dropped or safe on disk, by ``deadline``, and none of it given up
+        at the deadline unsaid. Records the worker gives up as ``shutdown`` (a request still running when the
+        deadline came) are said only by ``_report_left``, which ``_give_up`` runs when this answers False: a
+        sender that counts them a moment before the deadline wakes this wait must not make it answer True,
+        or the process ends by SIGTERM with the loss counted and never said."""
         w = self._worker
         if w is None:
             return True
@@ -613,7 +617,7 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
         if settled() < target:
             w.request_flush()
             w.wait_accounted(target, self._accounted, deadline, with_spooled=True)
-        return settled() >= target
+        return settled() >= target and self._counts()[2].get("shutdown", 0) <= self._reported_lost
 
     def _give_up(self) -> None:
         """The process's grace period is over: account for what is left, say it, stop."""
