@@ -5,12 +5,23 @@ Order (the official SDK's conventions, docs/api.md, 'Authentication'): arguments
 (``HUAWEICLOUD_SDK_CREDENTIALS_FILE``, default ``~/.huaweicloud/credentials``, section ``[basic]``); the ECS
 metadata service (temporary keys of the instance's agency). ``ResolvedAuth.source`` names the source for
 ``doctor``; it never holds a secret.
+
+The rule for what is wrong and what is "not there yet": a source that is there but wrong (a malformed key, an
+AK without its SK, a profile file that cannot be parsed) is a ``ConfigError`` at construction. The metadata
+service is the exception: it is a network service, so whether it answers is not known without waiting, and a
+construction must never wait on the network or fail for what may come later (an instance whose agency or
+metadata route is not up yet, a laptop running the production settings). So when the chain finds nothing before
+it, the metadata service is asked lazily, at the first request, under the request's deadline; while it gives
+nothing, each request raises ``CESNoCredentialsError`` (a handler drops the batch as ``no_credentials`` and says
+what to set), and it is asked again at most every ``NO_CREDENTIALS_RETRY_S``. ``CES_METADATA_URL=off`` says
+there is no metadata service: nothing found is then the ``ConfigError`` at construction.
 """
 
 from __future__ import annotations
 
 import configparser
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +30,45 @@ import requests
 from requests.auth import AuthBase
 
 from . import notice
-from .auth import AKSKAuth, MetadataCredentialsProvider, TokenAuth, TokenProvider
+from .auth import AKSKAuth, Credentials, MetadataCredentialsProvider, TokenAuth, TokenProvider
 from .config import ENV_TOKEN, env_first
-from .errors import CESError, ConfigError
+from .errors import CESError, CESNoCredentialsError, ConfigError
 
 ENV_METADATA_URL = "CES_METADATA_URL"
+METADATA_OFF = "off"  # CES_METADATA_URL=off: no metadata service here; nothing found is a ConfigError
+NO_CREDENTIALS_RETRY_S = 30.0  # after the metadata service gave nothing: requests fail at once this long
+_WHAT_TO_SET = (
+    "pass ak/sk or token, set HUAWEICLOUD_SDK_AK/HUAWEICLOUD_SDK_SK or CES_AUTH_TOKEN, write [basic] in "
+    "~/.huaweicloud/credentials, or run on an ECS with an agency"
+)
+
+
+class ChainMetadataProvider(MetadataCredentialsProvider):
+    """The metadata service as the chain's last source, asked at the first request rather than at
+    construction. Until it has given credentials once, a failure is ``CESNoCredentialsError`` (naming what to
+    set), and the next ``NO_CREDENTIALS_RETRY_S`` seconds fail at once, without the network: a worker with
+    nothing to sign with must not spend a request timeout on every batch. Once it has given credentials, a
+    failed refresh is what it always was (a transport or auth error, retried by the worker)."""
+
+    def __init__(self, base_url: str | None, *, session: requests.Session | None, timeout: float) -> None:
+        super().__init__(base_url, session=session, timeout=timeout)
+        self._got_any = False
+        self._quiet_until = 0.0  # monotonic
+        self._why = ""
+
+    def credentials(self) -> Credentials:
+        if not self._got_any and time.monotonic() < self._quiet_until:
+            raise CESNoCredentialsError(self._why)
+        try:
+            creds = super().credentials()
+        except CESError as e:
+            if self._got_any:
+                raise
+            self._why = f"no credentials found: {_WHAT_TO_SET} (the metadata service at {self.base_url}: {e})"
+            self._quiet_until = time.monotonic() + NO_CREDENTIALS_RETRY_S
+            raise CESNoCredentialsError(self._why) from None
+        self._got_any = True
+        return creds
 
 
 def _profile_file(env: Mapping[str, str]) -> Path | None:
@@ -108,15 +153,11 @@ def resolve_auth(
                 return ResolvedAuth(AKSKAuth(p_ak, p_sk, tok, project_id or pid), f"profile file {path}", pid)
 
     meta_url = env_first(env, ENV_METADATA_URL)
-    if local_endpoint and not meta_url:
+    no_metadata = (meta_url or "").strip().lower() == METADATA_OFF
+    if local_endpoint and (not meta_url or no_metadata):
         return ResolvedAuth(None, "none (open local endpoint)")
-    provider = MetadataCredentialsProvider(meta_url, session=session, timeout=2.0)
-    try:
-        provider.credentials()  # find out now, not at the first log record
-    except CESError as e:
-        raise ConfigError(
-            "no credentials found: pass ak/sk or token, set HUAWEICLOUD_SDK_AK/HUAWEICLOUD_SDK_SK or "
-            f"CES_AUTH_TOKEN, write [basic] in ~/.huaweicloud/credentials, or run on an ECS with an agency "
-            f"(the metadata service said: {e})"
-        ) from None
+    if no_metadata:
+        raise ConfigError(f"no credentials found: {_WHAT_TO_SET} ({ENV_METADATA_URL}={METADATA_OFF})")
+    # Not asked now: see the module docstring (construction never waits on the network).
+    provider = ChainMetadataProvider(meta_url, session=session, timeout=2.0)
     return ResolvedAuth(AKSKAuth(project_id=project_id, provider=provider), f"metadata {provider.base_url}")

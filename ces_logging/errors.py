@@ -70,6 +70,13 @@ class CESAuthError(CESError):
     """401 or 403: the credentials were refused, or the caller may not do this."""
 
 
+class CESNoCredentialsError(CESAuthError):
+    """The credential chain found nothing but a possible ECS metadata service, and that gave no credentials
+    (unreachable, too slow, no agency). Raised at a request, never at construction: a machine whose metadata
+    service is not there yet must not keep the app from starting. A handler counts what it cannot send as
+    ``no_credentials``; the message names what to set."""
+
+
 class CESThrottledError(CESError):
     """429: too many requests. Back off (``retry_after`` when the service said how long)."""
 

@@ -128,8 +128,8 @@ class HandlerStats:
     sanitised: int
     """Records whose fields broke an API rule and were mended (a name, a source, a level, a dimension, ...)."""
     dropped_by_reason: dict[str, int] = field(default_factory=dict)
-    """``dropped`` by reason: ``queue_full``, ``too_old``, ``rejected``, ``auth``, ``config``, ``key_rate``,
-    ``closed``, ``shutdown``, ``inactive``, ``spool_full``, ``error``."""
+    """``dropped`` by reason: ``queue_full``, ``too_old``, ``rejected``, ``auth``, ``no_credentials``,
+    ``config``, ``key_rate``, ``closed``, ``shutdown``, ``inactive``, ``spool_full``, ``error``."""
     spooled: int = 0
     """Of ``queued``: the records waiting on disk in the spool."""
     recovered_sent: int = 0

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from . import notice
 from .buffer import RecordBuffer, Wakeup
-from .errors import CESAuthError, CESEndpointError, CESError, CESValidationError
+from .errors import CESAuthError, CESEndpointError, CESError, CESNoCredentialsError, CESValidationError
 from .events import now_ms, sendable
 from .mapping import Event as BuiltEvent
 from .mapping import encode_batch, event_time
@@ -774,6 +774,13 @@ class Worker:
                     # said before counted: a flush that sees the drop finds the line already written
                     self._say("config", f"{len(batch)} event(s) dropped, the endpoint is misconfigured: {e}")
                     ledger.lost("config", batch)
+                    return
+                except CESNoCredentialsError as e:  # nothing to sign with (yet): nothing was sent
+                    self.throttle.release(True)
+                    slot = False
+                    self._spool_done(leased)
+                    self._say("no_credentials", f"{len(batch)} event(s) dropped: {e}")
+                    ledger.lost("no_credentials", batch)
                     return
                 except CESAuthError as e:
                     self.throttle.release(True)

@@ -17,6 +17,7 @@ from ces_logging import AKSKAuth, CESClient, ConfigError, IAMPasswordTokenProvid
 from ces_logging.auth import canonical_query, canonical_uri
 from ces_logging.credentials import resolve_auth
 from ces_logging.emulator import Emulator
+from ces_logging.errors import CESNoCredentialsError
 
 from .conftest import AK, PROJECT, SK, frozen_wall_clock, item
 
@@ -195,11 +196,20 @@ def test_metadata_keys_refreshed_before_expiry(monkeypatch: pytest.MonkeyPatch) 
         assert provider.credentials().ak != first.ak
 
 
-def test_chain_nothing_found_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="no credentials found"):
-        resolve_auth(project_id=PROJECT, env={"CES_METADATA_URL": "http://127.0.0.1:9"})
+def test_chain_nothing_found_is_a_config_error_only_without_a_metadata_service() -> None:
+    """Nothing found and ``CES_METADATA_URL=off`` (no metadata service here): a ConfigError. With a metadata
+    service that cannot answer (nothing listens on port 9), the chain resolves to it without asking it, and
+    the first request says "no credentials found" (credentials.py, the rule)."""
+    with pytest.raises(ConfigError, match=r"no credentials found: .*HUAWEICLOUD_SDK_AK.*CES_METADATA_URL=off"):
+        resolve_auth(project_id=PROJECT, env={"CES_METADATA_URL": "off"})
+    lazy = resolve_auth(project_id=PROJECT, env={"CES_METADATA_URL": "http://127.0.0.1:9"})
+    assert lazy.source == "metadata http://127.0.0.1:9"
+    with pytest.raises(CESNoCredentialsError, match=r"no credentials found: .*HUAWEICLOUD_SDK_AK"):
+        lazy.auth.provider.credentials()  # type: ignore[union-attr]
     open_local = resolve_auth(project_id=PROJECT, local_endpoint=True, env={})
     assert open_local.auth is None and open_local.source.startswith("none")
+    off_local = resolve_auth(project_id=PROJECT, local_endpoint=True, env={"CES_METADATA_URL": "off"})
+    assert off_local.auth is None and off_local.source.startswith("none")
 
 
 def test_emulator_iam_route_shape(iam_emu: Emulator) -> None:

@@ -266,16 +266,28 @@ def test_metadata_provider_has_a_total_deadline(trickle: type[Trickler]) -> None
     assert 0.9 <= took < WELL_BEFORE_THE_TRICKLE_S, took
 
 
-def test_handler_construction_with_a_trickling_metadata_service_ends_in_its_2s_timeout(
-    trickle: type[Trickler], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The reliability issue's case: CESHandler() finding credentials from a metadata service that sends a
-    byte every so often used to wait for the whole trickle; now a ConfigError comes after its 2 s."""
+def test_handler_with_a_trickling_metadata_service_is_built_without_asking_it(
+    trickle: type[Trickler], monkeypatch: pytest.MonkeyPatch, isolated_logger: logging.Logger,
+    capfd: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """CESHandler() whose credentials would come from a metadata service that sends a byte every so often:
+    built without a connection to it (construction never waits on the network), then the worker's fetch is
+    cut at its 2 s, and the record is counted as ``no_credentials`` with a line naming what to set."""
     srv = trickle("200 OK", METADATA_BODY)
     monkeypatch.setenv("CES_METADATA_URL", srv.url)
-    took, err = timed(lambda: CESHandler(project_id=PROJECT, endpoint="http://127.0.0.1:1"))
-    assert isinstance(err, ConfigError) and "no credentials found" in str(err)
-    assert 1.8 <= took < WELL_BEFORE_THE_TRICKLE_S, took
+    h = CESHandler(project_id=PROJECT, endpoint="http://127.0.0.1:1", flush_interval=0.05)
+    assert len(srv.threads) == 1, "construction connected to the metadata service"  # the accept thread only
+    isolated_logger.addHandler(h)
+    isolated_logger.error("one")
+    took, _ = timed(lambda: h.flush(timeout=WELL_BEFORE_THE_TRICKLE_S))
+    s = h.stats
+    assert s.dropped_by_reason == {"no_credentials": 1} and s.sent + s.dropped + s.queued == s.received == 1, s
+    assert 1.8 <= took < WELL_BEFORE_THE_TRICKLE_S, took  # the fetch waited out its deadline, no longer
+    err = capfd.readouterr().err
+    assert "1 event(s) dropped: no credentials found" in err and "HUAWEICLOUD_SDK_AK" in err, err
+    assert "SECRET" not in err
+    isolated_logger.removeHandler(h)
+    h.close()
 
 
 def test_iam_provider_has_a_total_deadline(trickle: type[Trickler]) -> None:
