@@ -321,6 +321,7 @@ class Worker:
         # queue cost the worker about a third more CPU per event than one thread sending them all.
         self._senders: list[tuple[threading.Thread, Inbox]] = []
         self._idle_inboxes: list[Inbox] = []
+        self._jobs_out = 0  # jobs handed to senders and not yet finished (under ``_sender_cond``)
         # the senders and the idle ones; re-entrant: a SIGTERM's drain may interrupt ``join`` on its own thread
         self._lock = threading.RLock()
         self._sender_cond = threading.Condition(self._lock)  # a sender became idle
@@ -624,6 +625,7 @@ class Worker:
                 # never hand a job to the inbox of a sender that is gone (it would wait there for ever)
                 self._idle_inboxes = [q for q in self._idle_inboxes if any(q is a for a in alive)]
                 if len(self._senders) - len(self._idle_inboxes) < self.throttle.limit:
+                    self._jobs_out += 1
                     if self._idle_inboxes:
                         self._idle_inboxes.pop().put(job)  # the sender that became idle last: its thread is warm
                         return
@@ -695,6 +697,7 @@ class Worker:
                     job.ledger.lost("error", job.batch)
                 finally:
                     with self._sender_cond:
+                        self._jobs_out -= 1
                         self._idle_inboxes.append(inbox)
                         self._sender_cond.notify_all()
                     self.wakeup.set()
@@ -978,10 +981,18 @@ class Worker:
 
     def _refresh_own_spooled(self) -> None:
         """When the files this handler wrote are gone (another process delivered them), stop counting them as
-        queued here: ``flush`` must not wait for what someone else already sent."""
+        queued here: ``flush`` must not wait for what someone else already sent.
+
+        Only while no sender has a job: a sender removes a file of ours before it counts the file's outcome (so
+        that a flush which sees the batch counted finds the file gone), and a refresh in between would count it
+        as gone and the sender count it again (``spooled`` below 0, ``queued=-1``). Jobs are handed out by the
+        batcher alone, which is the thread running this, so none can start during the check."""
         spool = self.spool
         if spool is None or self.stats.spooled <= 0:
             return
+        with self._sender_cond:
+            if self._jobs_out:
+                return  # the next time the spool is found empty (the batcher looks again within a second)
         on_disk = self._spool_call(spool.count_of_owner, spool.owner)
         if on_disk is not None and on_disk < self.stats.spooled:
             self.stats.forget_spooled(self.stats.spooled - on_disk)
