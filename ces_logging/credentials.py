@@ -56,11 +56,12 @@ class ChainMetadataProvider(MetadataCredentialsProvider):
         self._quiet_until = 0.0  # monotonic
         self._why = ""
 
-    def credentials(self) -> Credentials:
+    def _fetch(self) -> tuple[Credentials, float | None]:
+        # Under the provider's lock (``_get``): threads that waited for a failed fetch fail at once after it.
         if not self._got_any and time.monotonic() < self._quiet_until:
             raise CESNoCredentialsError(self._why)
         try:
-            creds = super().credentials()
+            fetched = super()._fetch()
         except CESError as e:
             if self._got_any:
                 raise
@@ -68,7 +69,7 @@ class ChainMetadataProvider(MetadataCredentialsProvider):
             self._quiet_until = time.monotonic() + NO_CREDENTIALS_RETRY_S
             raise CESNoCredentialsError(self._why) from None
         self._got_any = True
-        return creds
+        return fetched
 
 
 def _profile_file(env: Mapping[str, str]) -> Path | None:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -26,6 +27,7 @@ import requests
 from ces_logging import CESHandler, ConfigError, credentials
 from ces_logging.auth import METADATA_PATH
 from ces_logging.emulator import Emulator
+from ces_logging.errors import CESNoCredentialsError
 
 from .conftest import PROJECT, ROOT, wait_for
 
@@ -37,11 +39,13 @@ class MetadataStandIn:
     def __init__(self, emu: Emulator | None = None) -> None:
         self.up = False
         self.hits = 0
+        self.delay = 0.0  # seconds before each answer
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 stand_in.hits += 1
+                time.sleep(stand_in.delay)
                 if stand_in.up and emu is not None and self.path == METADATA_PATH:
                     r = requests.get(emu.url + METADATA_PATH, timeout=5)
                     status, body = r.status_code, r.content
@@ -147,6 +151,28 @@ def test_no_agency_drops_with_a_named_reason_and_asks_again_later(
     assert len(metadata_emu.events(PROJECT, "lazyCreds")) == 1
     invariant(h)
     assert h.stats.sent == 1
+
+
+def test_threads_waiting_for_a_failed_fetch_do_not_ask_again(stand_in: MetadataStandIn) -> None:
+    """Senders that ask at the same moment: one request to a slow metadata service that has nothing; the
+    others, waiting for it, fail with it instead of each spending the 2 s deadline in turn."""
+    stand_in.delay = 0.3
+    provider = credentials.resolve_auth(project_id=PROJECT, env={"CES_METADATA_URL": stand_in.url}).auth.provider  # type: ignore[union-attr]
+    errors: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            provider.credentials()
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(errors) == 4 and all(isinstance(e, CESNoCredentialsError) for e in errors), errors
+    assert stand_in.hits == 1
 
 
 def test_an_app_with_an_unreachable_metadata_service_runs_and_says_why(tmp_path: object) -> None:
