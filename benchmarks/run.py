@@ -663,9 +663,17 @@ def _part(mod: str, name: str) -> str | None:
     mod = mod.replace(os.sep, "/")
     if mod.endswith("ces_logging/auth.py"):
         return SIGN
-    if "/json/" in mod or (mod.endswith("ces_logging/mapping.py") and name == "encode_batch"):
+    if "/json/" in mod or (mod.endswith("ces_logging/layout.py") and name == "encode_batch"):
         return ENCODE
-    if mod.endswith(("ces_logging/handler.py", "ces_logging/mapping.py", "ces_logging/events.py")):
+    if mod.endswith(
+        (
+            "ces_logging/handler.py",
+            "ces_logging/prepare.py",
+            "ces_logging/mapping.py",
+            "ces_logging/layout.py",
+            "ces_logging/events.py",
+        )
+    ):
         return None if name.startswith(("CESHandler.", "_drain")) else BUILD
     if mod.endswith(
         ("ces_logging/client.py", "ces_logging/transport.py", "/socket.py", "/ssl.py", "/selectors.py")

@@ -1,6 +1,6 @@
 """``CESHandler``: a log record becomes a Cloud Eye custom event, delivered in the background.
 
-The app's thread does the least possible in ``emit``: keep what can be sent (``EventBuilder.prepare``: the
+The app's thread does the least possible in ``emit``: keep what can be sent (``Preparer.prepare``: the
 content rendered now, never the record or its frames), append it to a buffer bounded by count and by bytes, and
 maybe wake the worker. Formatting into the API's fields, batching and HTTP happen on the worker's threads.
 ``emit`` never blocks (unless ``overflow="block"`` asks it to, for a bounded time), never does I/O and never
@@ -31,8 +31,9 @@ from .alarms import AlarmOptions
 from .buffer import RecordBuffer
 from .errors import ConfigError
 from .events import MAX_CONTENT
-from .mapping import DEFAULT_LEVEL_MAP, DEFAULT_STATE_MAP, ITEM_OVERHEAD, PLAIN_RECORD_KEYS, EventBuilder
+from .mapping import DEFAULT_LEVEL_MAP, DEFAULT_STATE_MAP, EventBuilder
 from .options import OVERFLOW_POLICIES, FieldsInDoc, Options, parse_level
+from .prepare import ITEM_OVERHEAD, PLAIN_RECORD_KEYS, Preparer
 from .spool import Spool
 from .throttle import throttle_for
 from .worker import WORKER_THREADS, Worker
@@ -187,15 +188,15 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
             dimensions=dict(opts.dimensions or {}),
             level_map={**DEFAULT_LEVEL_MAP, **{parse_level(k): v for k, v in (opts.level_map or {}).items()}},
             state_map={**DEFAULT_STATE_MAP, **(opts.state_map or {})},
-            json_content=opts.json_content,
             process_identity=opts.process_identity,
-            storm_keys=self.alarms.storm is not None,
-            context=self.alarms.context,
+        )
+        self.preparer = Preparer(
+            json_content=opts.json_content, storm_keys=self.alarms.storm is not None, context=self.alarms.context
         )
         self._plain = (
-            not self.builder.json_content
-            and self.builder.context is None
-            and not self.builder.storm_keys
+            not self.preparer.json_content
+            and self.preparer.context is None
+            and not self.preparer.storm_keys
             and self.event_level == logging.NOTSET
         )
         self.event_source = opts.event_source
@@ -246,7 +247,7 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
             flush_interval=self.flush_interval,
             spool=self.spool,
             sizes=_sizes,
-            fold=self.alarms.storm_control(self.builder.json_content),
+            fold=self.alarms.storm_control(self.preparer.json_content),
         )
 
     def __repr__(self) -> str:
@@ -294,7 +295,7 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
         appended = False
         try:
             # The common record (no formatter, extras, traceback or tracing; a short message) is kept here
-            # without a call: what ``EventBuilder.prepare`` keeps of it, exactly (tests hold the two equal).
+            # without a call: what ``Preparer.prepare`` keeps of it, exactly (tests hold the two equal).
             # Anything else, a message that fails to format, or a long one, goes the general way.
             d = record.__dict__
             if (
@@ -314,7 +315,7 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
                 if 0 < len(text) <= _SHORT:
                     item = (d["created"], d["levelno"], d["name"], text, None, False, None)
                 else:
-                    item = self.builder.prepare(record, None)
+                    item = self.preparer.prepare(record, None)
                     text = item[3]
             else:
                 if record.levelno < self.event_level:  # below event_level: context for the next event (alarms.py)
@@ -323,7 +324,7 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
                 if self._closed or not self._active:
                     buf.refuse("closed" if self._active else "inactive")
                     return
-                item = self.builder.prepare(record, self.formatter)
+                item = self.preparer.prepare(record, self.formatter)
                 text = item[3]
             size = len(text) + ITEM_OVERHEAD
             items = buf.items

@@ -1,43 +1,32 @@
-"""Record to event: what a ``logging.LogRecord`` becomes in Cloud Eye. The handler's life cycle is elsewhere
-(``handler.py``); this module is the mapping alone, so a reader finds it without the threads.
+"""Record to event, the worker's half: a prepared item (``prepare.py``, on the app's thread) becomes the API's
+event, as JSON text in the layout ``layout.py`` defines. The handler's life cycle is elsewhere (``handler.py``);
+this module is the mapping alone, so a reader finds it without the threads.
 
-Two halves, on two threads:
-
-``EventBuilder.prepare`` runs in ``emit``, on the app's thread. It keeps only what can be sent (as the stdlib's
-``QueueHandler.prepare`` does): the content text rendered *now* (the handler's formatter on the record exactly as
-logged, or the message and the traceback text), capped near the 4,096-character limit, the fields the event
-needs, and the ``ces`` overrides. Never the record, its arguments or its traceback's frames: a queued record
-costs its text and a few hundred bytes, whatever the app held when it logged.
-
-``EventBuilder.__call__`` runs on the worker thread: the prepared item becomes the API's event dict, every field
-sanitised by ``events.py``'s rules, with a time from ``TimeAssigner`` (assigned once: a retry and a spooled batch
-send the very same items, so the same-event rule keeps them idempotent).
-
-The rule for formatters (why it is rendered at emit): a formatter may read anything the app put on the record
-(structlog's event dict in ``msg`` with ``_logger``/``_name``, extras, ``args``), and the arguments may change
-after the logging call returns. Rendering at emit, on the record as logged, is the one rule under which the
-event's content is exactly what the same formatter prints on a ``StreamHandler``.
+``EventBuilder`` runs on the worker's batcher thread, never on the app's: it sanitises every field by
+``events.py``'s rules, checks the record's overrides, and gives each event its time from ``TimeAssigner``.
+That time is assigned once, when the event is built: a retry and a spooled batch send the very same text, so
+the service's same-event rule keeps them idempotent (docs/api.md, 'The same-event rule').
 
 Level: >= CRITICAL Critical, >= ERROR Major, >= WARNING Minor, else Info (``level_map`` overrides); state:
-Critical/Major incident, Minor warning, Info normal (``state_map``). Per record, ``extra={"ces": {...}}`` (or the
-flat ``ces_<field>`` keys, in ``extra`` or in a structlog event dict) override name, level, state, resource,
-user, group and dimensions.
+Critical/Major incident, Minor warning, Info normal (``state_map``). Per record, the overrides that
+``prepare.read_overrides`` found (``extra={"ces": {...}}`` or the flat ``ces_<field>`` keys) replace name,
+level, state, resource, user, group and dimensions; one that breaks its rule is replaced or left out, and
+counted in ``sanitised``.
+
+``Event``, ``encode_batch`` and ``event_time`` (``layout.py``) and ``Item``, ``ITEM_OVERHEAD`` and
+``PLAIN_RECORD_KEYS`` (``prepare.py``) are also importable from here.
 """
 
 from __future__ import annotations
 
 import bisect
-import json
 import logging
-import sys
 import threading
 from array import array
 from collections.abc import Callable, Iterable, Mapping
-from json.encoder import encode_basestring
 from typing import Any, Final, NamedTuple
 
-from . import identity, otel
-from .context import ContextKeeper
+from . import identity
 from .events import (
     DIMENSION_NAME,
     DIMENSION_VALUE,
@@ -46,7 +35,6 @@ from .events import (
     EVENT_USER,
     GROUP_ID,
     LEVELS,
-    MAX_CONTENT,
     MAX_DIMENSIONS,
     RESOURCE_ID,
     RESOURCE_NAME,
@@ -55,14 +43,28 @@ from .events import (
     STATES,
     SUB_EVENT_CUSTOM,
     TextRule,
-    content_cost,
     derive_event_name,
-    fit_content,
     key_of,
     now_ms,
     safe_text,
 )
-from .storm import storm_key
+from .layout import Event, Template, encode_batch, event_time, fill, template
+from .prepare import ITEM_OVERHEAD, PLAIN_RECORD_KEYS, Item
+
+__all__ = [
+    "DEFAULT_LEVEL_MAP",
+    "DEFAULT_STATE_MAP",
+    "ITEM_OVERHEAD",
+    "PLAIN_RECORD_KEYS",
+    "TIMES",
+    "TIMES_PLAIN",
+    "Event",
+    "EventBuilder",
+    "Item",
+    "TimeAssigner",
+    "encode_batch",
+    "event_time",
+]
 
 DEFAULT_LEVEL_MAP: Final[Mapping[int, str]] = {
     logging.CRITICAL: "Critical",
@@ -76,132 +78,6 @@ DEFAULT_STATE_MAP: Final[Mapping[str, str]] = {
     "Minor": "warning",
     "Info": "normal",
 }
-OVERRIDE_FIELDS: Final = (
-    "event_name",
-    "event_level",
-    "event_state",
-    "resource_id",
-    "resource_name",
-    "event_user",
-    "group_id",
-    "dimensions",
-)
-_FLAT_KEYS: Final = tuple(f"ces_{f}" for f in OVERRIDE_FIELDS)
-ITEM_OVERHEAD: Final = 240  # bytes a prepared item costs besides its text (tuple, float, refs), measured
-
-# A prepared item: (created, levelno, logger name, content text, overrides or None, sanitised at emit, storm
-# key or None). The storm key (``storm.py``) is computed only when storm control is on.
-Item = tuple[float, int, str, str, Any, bool, Any]
-
-
-
-class Event:
-    """A built event as the request body carries it: its compact JSON text (``raw``, exactly what
-    ``json.dumps(event, ensure_ascii=False, separators=(",", ":"))`` gives for its dict) and its time (what the
-    worker checks against the service's window before each attempt). The batch path makes no dict per event,
-    and a request body (or a spool file) is the texts joined. Never changed after it is built: a retry and the
-    spool send the very same event. ``as_dict`` gives the fields, for whoever needs them (tests)."""
-
-    __slots__ = ("raw", "time")
-
-    def __init__(self, raw: str, time: int) -> None:
-        self.raw = raw
-        self.time = time
-
-    def __repr__(self) -> str:
-        return f"Event({self.raw})"
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = json.loads(self.raw)
-        return out
-
-
-def _dumps(obj: object) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-
-
-def encode_batch(batch: Iterable[Event | Mapping[str, Any]]) -> bytes:
-    """The request body for a batch (and a spool file's text): a JSON array, compact, UTF-8; an ``Event``'s own
-    text, a mapping (read back from the spool) dumped."""
-    parts = []
-    for e in batch:  # a loop, not a generator: the benchmark's CPU split tells encoding by this function's name
-        parts.append(e.raw if type(e) is Event else _dumps(e))
-    return ("[" + ",".join(parts) + "]").encode("utf-8")
-
-
-def event_time(e: Event | Mapping[str, Any]) -> int:
-    """A built event's time (ms), whichever form it has."""
-    return e.time if type(e) is Event else int(e["time"])  # type: ignore[index]
-
-
-class _Plain(NamedTuple):
-    """What every plain event of one (logger, level) shares, for the batch path: the same-event key without
-    the time, and the JSON text around the time and the content."""
-
-    key: tuple[str, ...]
-    before_time: str
-    before_content: str
-    after_content: str
-
-
-_json_fallback: logging.Formatter | None = None
-_PLAIN = logging.Formatter("%(message)s")
-
-
-def _json_formatter(formatter: logging.Formatter | None) -> logging.Formatter:
-    """The handler's formatter when it is python-json-logger's (any of its classes), else python-json-logger's
-    with level, logger and message. Asked without importing the package (a formatter of its classes exists only
-    once the app has imported it), and the fallback is made on the first JSON record: python-json-logger loads
-    with a handler that has ``json_content=True``, never with ``import ces_logging``."""
-    global _json_fallback
-    core = sys.modules.get("pythonjsonlogger.core")
-    if formatter is not None and core is not None and isinstance(formatter, core.BaseJsonFormatter):
-        return formatter
-    if _json_fallback is None:
-        from pythonjsonlogger.json import JsonFormatter
-
-        _json_fallback = JsonFormatter("%(levelname)s %(name)s %(message)s")
-    return _json_fallback
-
-
-def read_overrides(record: logging.LogRecord) -> Any:
-    """The record's per-event overrides: ``record.ces`` (``extra={"ces": {...}}``), flat ``ces_<field>``
-    attributes (``extra={"ces_dimensions": ...}``), the same keys in loguru's ``record.extra`` (``bind``), or
-    in a mapping ``msg`` (structlog's event dict under ``ProcessorFormatter.wrap_for_formatter``). None when
-    there are none; the common case (a plain record) costs a length check and two dict look-ups."""
-    d = record.__dict__
-    over = d.get("ces")
-    if len(d) <= PLAIN_RECORD_KEYS and over is None and type(d.get("msg")) is str:
-        return None  # nothing but the standard attributes: no extras, no structlog event dict
-    msg = d.get("msg")
-    flat: dict[str, Any] | None = None
-    if type(msg) is not str and isinstance(msg, Mapping):
-        inner = msg.get("ces")
-        if isinstance(inner, Mapping):
-            flat = dict(inner)
-        for k in _FLAT_KEYS:
-            if k in msg:
-                (flat := flat if flat is not None else {})[k[4:]] = msg[k]
-    bound = d.get("extra")  # loguru's bind(): its values arrive as one mapping, ``record.extra``
-    if bound is not None and isinstance(bound, Mapping):
-        inner = bound.get("ces")
-        if isinstance(inner, Mapping):
-            (flat := flat if flat is not None else {}).update(inner)
-        for k in _FLAT_KEYS:
-            if k in bound:
-                (flat := flat if flat is not None else {})[k[4:]] = bound[k]
-    for k in _FLAT_KEYS:
-        if k in d:
-            (flat := flat if flat is not None else {})[k[4:]] = d[k]
-    if flat is None:
-        return over  # may be anything: the builder counts a ces that is not a mapping as sanitised
-    if isinstance(over, Mapping):
-        flat.update(over)
-    return flat
-
-
-#: How many attributes a record has when nothing was added to it (extras, structlog's, loguru's).
-PLAIN_RECORD_KEYS: Final = len(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None).__dict__)
 
 
 class TimeAssigner:
@@ -282,38 +158,23 @@ TIMES = TimeAssigner(on_full=identity.renew)
 TIMES_PLAIN = TimeAssigner()
 
 
-def _detail_parts(
-    level: str, state: str, rid: str, rname: str, user: str, group: str | None, dims: Mapping[str, str]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """An event's ``detail`` fields before ``content`` and after it, in the order every event is written (one
-    place for the layout: the one-item path and the batch path's shared parts both use it)."""
-    head: dict[str, Any] = {
-        "event_type": EVENT_TYPE_CUSTOM,
-        "sub_event_type": SUB_EVENT_CUSTOM,
-        "event_level": level,
-        "event_state": state,
-    }
-    tail: dict[str, Any] = {}
-    if rid:
-        tail["resource_id"] = rid
-    if rname:
-        tail["resource_name"] = rname
-    if user:
-        tail["event_user"] = user
-    if group:
-        tail["group_id"] = group
-    if dims:
-        tail["dimensions"] = [{"name": k, "value": v} for k, v in dims.items()]
-    return head, tail
-
-
 def _level_bisect(level_map: Mapping[int, str]) -> tuple[list[int], list[str]]:
     items = sorted(level_map.items())
     return [k for k, _ in items], [v for _, v in items]
 
 
+class _Shared(NamedTuple):
+    """What every plain event of one (logger, level) shares, for the batch path: the same-event key without
+    the time, and the layout written around the time and the content."""
+
+    key: tuple[str, ...]
+    parts: Template
+
+
 class EventBuilder:
-    """Both halves of the mapping for one handler's settings (see the module's docstring)."""
+    """The worker's half of the mapping for one handler's settings: a prepared item becomes an ``Event`` (or
+    a drop reason). Runs on the worker's batcher thread (see the module's docstring for why there, and
+    ``prepare.Preparer`` for the app thread's half); ``sanitised`` counts what it had to change."""
 
     def __init__(
         self,
@@ -327,10 +188,7 @@ class EventBuilder:
         dimensions: dict[str, str],
         level_map: Mapping[int, str],
         state_map: Mapping[str, str],
-        json_content: bool,
         process_identity: bool = True,
-        storm_keys: bool = False,
-        context: ContextKeeper | None = None,
     ) -> None:
         self.event_source = event_source
         self.event_name = event_name
@@ -343,117 +201,13 @@ class EventBuilder:
         self.dimensions = dimensions
         self._thresholds, self._threshold_levels = _level_bisect(level_map)
         self.state_map = dict(state_map)
-        self.json_content = json_content
         self.process_identity = process_identity
-        self.storm_keys = storm_keys  # storm control is on: each item carries its group's key (storm.py)
-        self.context = context  # context_records: kept records go into the next event's content (context.py)
         self.sanitised = 0  # worker side; the emit side counts in the handler
         self._names: dict[str, str] = {}
         self._levels: dict[int, str] = {}
         self._ident_cache: tuple[str, str, str] = ("\0", "", "")
-        self._plain: dict[tuple[str, int], _Plain] = {}  # the batch path's per (logger, level) parts
+        self._plain: dict[tuple[str, int], _Shared] = {}  # the batch path's per (logger, level) parts
         self._plain_ident = "\0"  # the resource name those parts were made with
-
-    # --- the app's thread: keep what can be sent -------------------------------------------------------------
-
-    def prepare(self, record: logging.LogRecord, formatter: logging.Formatter | None) -> Item:
-        """What is kept of a record, taken now (see the module docstring). Never raises: a message or a
-        formatter that fails gives a text that says so, and the item is marked sanitised."""
-        bad = False
-        try:
-            if formatter is None and not self.json_content:
-                text = record.getMessage()
-                if record.exc_info or record.exc_text or record.stack_info:
-                    text = self._with_traceback(record, text)
-            elif self.json_content:
-                text = self._json(record, formatter)
-            else:
-                text = formatter.format(record)  # type: ignore[union-attr]
-        except Exception as e:
-            bad = True
-            text = self._fallback(record, e)
-        if not isinstance(text, str):
-            text, bad = safe_text(text), True
-        if "opentelemetry.trace" in sys.modules:  # only an app that traces has imported it: else no cost
-            text = self._with_trace_ids(text)
-        # --- hooks: context and storm control (off: two attribute reads) ---
-        if self.context is not None:
-            text = self.context.attach(text, self.json_content)
-        if len(text) > MAX_CONTENT // 2 and content_cost(text) > MAX_CONTENT:
-            text = fit_content(text)  # cut once, here: a queued record never holds more than can be sent
-        key = storm_key(record, text) if self.storm_keys else None
-        return (record.created, record.levelno, record.name, text, read_overrides(record), bad, key)
-
-    def _with_trace_ids(self, text: str) -> str:
-        """The recording span's ids (as google-cloud-logging attaches them), so an event can be matched with
-        its trace: a short suffix on text content, two fields in JSON content. Cut to fit at build time, the
-        ids go last in text, so a long message loses its middle, never the ids."""
-        ids = otel.current_trace_ids()
-        if ids is None:
-            return text
-        trace_id, span_id = ids
-        if self.json_content and text.endswith("}") and text.startswith("{"):
-            sep = "" if text.rstrip("} \n") == "{" else ", "
-            out = f'{text[:-1]}{sep}"trace_id": "{trace_id}", "span_id": "{span_id}"}}'
-            return out if content_cost(out) <= MAX_CONTENT else text  # valid JSON first
-        return f"{text} [trace_id={trace_id} span_id={span_id}]"
-
-    @staticmethod
-    def _with_traceback(record: logging.LogRecord, message: str) -> str:
-        """What ``Formatter("%(message)s")`` prints, without touching the record (other handlers share it)."""
-        text = message
-        exc_text = record.exc_text
-        if record.exc_info and not exc_text:
-            exc_text = _PLAIN.formatException(record.exc_info)
-        if exc_text:
-            text = f"{text}\n{exc_text}" if text[-1:] != "\n" else text + exc_text
-        if record.stack_info:
-            text = f"{text}\n{_PLAIN.formatStack(record.stack_info)}" if text[-1:] != "\n" else text + record.stack_info
-        return text
-
-    def _json(self, record: logging.LogRecord, formatter: logging.Formatter | None) -> str:
-        """The record as JSON (the handler's JSON formatter, else python-json-logger's with level, logger and
-        message). Too long, it is the message and then the traceback that get shorter, never the JSON text, so
-        what is sent stays valid JSON. Works on a copy when it has to cut: the record is the app's."""
-        fmt = _json_formatter(formatter)
-        text = safe_text(fmt.format(record))
-        if content_cost(text) <= MAX_CONTENT:
-            return text
-        r = logging.makeLogRecord(record.__dict__)
-        r.msg, r.args = record.getMessage(), None
-        if r.exc_info and not r.exc_text:
-            r.exc_text = _PLAIN.formatException(r.exc_info)
-        r.exc_info = None
-        for _ in range(4):
-            excess = content_cost(text) - MAX_CONTENT
-            if excess <= 0:
-                return text
-            excess += 64  # room for the marker and for escapes that the cut text still needs
-            if r.exc_text and len(r.exc_text) > excess:
-                r.exc_text = fit_content(r.exc_text, limit=len(r.exc_text) - excess)
-            elif r.exc_text or r.stack_info:
-                r.exc_text, r.stack_info = None, None
-            else:
-                msg = str(r.msg)
-                r.msg = fit_content(msg, limit=max(0, len(msg) - excess))
-            text = safe_text(fmt.format(r))
-        if content_cost(text) <= MAX_CONTENT:
-            return text
-        return json.dumps({"message": fit_content(str(r.msg), limit=3000), "truncated": True}, ensure_ascii=False)
-
-    def _fallback(self, record: logging.LogRecord, err: Exception) -> str:
-        try:
-            message = record.getMessage()
-        except Exception:
-            msg = fit_content(safe_text(record.msg), 1500)
-            args = fit_content(safe_text(record.args), 1500)
-            return f"[ces_logging: could not format the log message] msg={msg} args={args}"
-        text = f"{safe_text(message)} [ces_logging: formatter failed: {type(err).__name__}]"
-        if self.json_content:
-            return json.dumps({"message": fit_content(text, 3000), "formatter_error": type(err).__name__})
-        return text
-
-    # --- the worker thread: the event ------------------------------------------------------------------------
 
     def level_for(self, levelno: int) -> str:
         level = self._levels.get(levelno)
@@ -482,7 +236,7 @@ class EventBuilder:
             self.sanitised += 1
         return clean or None
 
-    def __call__(self, item: Item, now: int | None = None) -> dict[str, Any] | str:
+    def __call__(self, item: Item, now: int | None = None) -> Event | str:
         """The event for a prepared item, or a drop reason (a str) when it must not be sent."""
         created, levelno, logger_name, text, over, bad, _ = item
         if bad:
@@ -544,15 +298,31 @@ class EventBuilder:
             identity.renew()  # the clock stepped back, or one key ran minutes ahead: a new key, a fresh start
         if t is None:
             return "key_rate"
-        head, tail = _detail_parts(level, state, rid, ident, user, values["group_id"], dims)
-        detail = {**head, "content": text, **tail}
-        return {"event_name": name, "event_source": self.event_source, "time": t, "detail": detail}
+        parts = template(self._values(name, level, state, rid, ident, user, values["group_id"], dims))
+        return Event(fill(parts, t, text), t)
+
+    def _values(
+        self, name: str, level: str, state: str, rid: str, rname: str, user: str, group: str | None, dims: Any
+    ) -> dict[str, Any]:
+        """An event's values but its time and content, by the layout's keys (``layout.EVENT``)."""
+        return {
+            "event_name": name,
+            "event_source": self.event_source,
+            "event_level": level,
+            "event_state": state,
+            "resource_id": rid,
+            "resource_name": rname,
+            "event_user": user,
+            "group_id": group,
+            "dimensions": dims,
+        }
 
     def build_batch(self, items: Iterable[Item], now: int | None = None) -> tuple[list[Event], dict[str, int]]:
         """The events for a batch of items and the drop reasons with their counts: for each item what
-        ``self(item, now)`` gives (the tests hold the two equal), made faster for the common item (no
-        overrides, nothing sanitised at emit: its name, level, state and key fields depend on its logger and
-        level alone) by building those parts once per (logger, level) and each event's JSON text from them."""
+        ``self(item, now)`` gives, made faster for the common item (no overrides, nothing sanitised at emit: its
+        name, level, state and key fields depend on its logger and level alone) by writing the layout once per
+        (logger, level) and filling in each event's time and content (``layout.template`` and ``fill``, which
+        the one-item path uses too)."""
         n = now_ms() if now is None else now
         future = n + SAFE_WINDOW_FUTURE_MS - SEND_ALLOWANCE_MS
         events: list[Event] = []
@@ -560,8 +330,9 @@ class EventBuilder:
         times = TIMES if self.process_identity else TIMES_PLAIN
         plain = self._plain
         gen = -1
-        last: tuple[str, int, _Plain] | None = None  # the previous item's parts: a batch is mostly one logger
+        last: tuple[str, int, _Shared] | None = None  # the previous item's parts: a batch is mostly one logger
         lock = times.lock
+        write, made = fill, Event  # locals: looked up once per batch, not per event
         with lock:  # one lock for the batch's times; an item off the fast path lets go of it meanwhile
             for item in items:
                 created, levelno, logger_name, text, over, bad, _ = item
@@ -576,7 +347,7 @@ class EventBuilder:
                     if last is not None and last[0] == logger_name and last[1] == levelno:
                         p = last[2]
                     else:
-                        p = plain.get((logger_name, levelno)) or self._plain_parts(logger_name, levelno, ident)
+                        p = plain.get((logger_name, levelno)) or self._shared(logger_name, levelno, ident)
                         last = (logger_name, levelno, p)
                     created_ms = int(created * 1000)
                     # A renewal inside assign (the table was full) leaves this time good for p.key, the key
@@ -584,9 +355,8 @@ class EventBuilder:
                     t = times.assign_locked(p.key, created_ms) if created_ms <= future else None
                     if t is not None:
                         if not text.isascii():
-                            text = safe_text(text)
-                        raw = f"{p.before_time}{t}{p.before_content}{encode_basestring(text)}{p.after_content}"
-                        events.append(Event(raw, t))
+                            text = safe_text(text)  # no lone surrogate reaches the body (see __call__)
+                        events.append(made(write(p.parts, t, text), t))
                         continue
                 lock.release()  # the one-item path takes it itself
                 try:
@@ -596,31 +366,25 @@ class EventBuilder:
                 if isinstance(built, str):
                     reasons[built] = reasons.get(built, 0) + 1
                 else:
-                    events.append(Event(_dumps(built), built["time"]))
+                    events.append(built)
         return events, reasons
 
     def _resource_name(self) -> str:
         rname = self.defaults["resource_name"] or ""
         return self._identified(rname) if self.process_identity else rname
 
-    def _plain_parts(self, logger_name: str, levelno: int, ident: str) -> _Plain:
-        """The parts shared by the plain events of a (logger, level), in the order ``__call__`` writes them."""
+    def _shared(self, logger_name: str, levelno: int, ident: str) -> _Shared:
+        """The parts shared by the plain events of a (logger, level), with the values ``__call__`` gives an
+        item without overrides."""
         values = self.defaults
         name = self.event_name or self._name_for(logger_name)
         level = self.level_for(levelno)
         state = self.state_map.get(level, "normal")
         user = values["event_user"] or ""
         rid = values["resource_id"] or ""
-        head, tail = _detail_parts(level, state, rid, ident, user, values["group_id"], self.dimensions)
         key = key_of(self.event_source, name, EVENT_TYPE_CUSTOM, SUB_EVENT_CUSTOM, state, level, user, rid, ident)
-        head_json = _dumps(head)[:-1]  # without its closing brace
-        tail_json = _dumps(tail)[1:-1]
-        p = _Plain(
-            key=key,
-            before_time=f'{{"event_name":{_dumps(name)},"event_source":{_dumps(self.event_source)},"time":',
-            before_content=f',"detail":{head_json},"content":',
-            after_content=("," + tail_json if tail_json else "") + "}}",
-        )
+        parts = template(self._values(name, level, state, rid, ident, user, values["group_id"], self.dimensions))
+        p = _Shared(key, parts)
         if len(self._plain) < 10_000:
             self._plain[(logger_name, levelno)] = p
         return p

@@ -8,7 +8,7 @@ the rest are *folded*: counted, and when the window closes one summary event of 
 the group's last record with ``[+K similar in Ws]`` after its content (K: the records it stands for).
 
 Where it runs, and why there: the app's thread only computes the group's key (``storm_key``, in
-``EventBuilder.prepare``, when the option is on); the deciding happens on the worker's batcher thread, when it
+``Preparer.prepare``, when the option is on); the deciding happens on the worker's batcher thread, when it
 takes records from the buffer (``StormControl.admit``). So the buffer stays the one count of received records
 (its counts survive signals at any bytecode, see ``buffer.py``), the groups are touched by one thread only
 (no lock), and the buffer's bounds still bound memory. The cost: a folded record waits in the buffer like any

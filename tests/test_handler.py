@@ -428,7 +428,7 @@ def test_exception_from_the_apps_signal_handler_reaches_the_app(
     def interrupted(*_: Any) -> Any:
         raise Timeout()
 
-    monkeypatch.setattr(h.builder, "prepare", interrupted)
+    monkeypatch.setattr(h.preparer, "prepare", interrupted)
     with pytest.raises(Timeout):
         log.error("x")
     assert h.stats.received == 0  # the call was interrupted before the record was taken: not counted

@@ -1,4 +1,4 @@
-"""``emit``'s fast path keeps exactly what ``EventBuilder.prepare`` keeps, for every kind of record; and it is
+"""``emit``'s fast path keeps exactly what ``Preparer.prepare`` keeps, for every kind of record; and it is
 used only while it may be (no formatter, open, active, plain items).
 
 The items are read from the handler's buffer before the worker takes them (a long ``flush_interval`` and a
@@ -74,7 +74,7 @@ def test_the_fast_path_keeps_what_prepare_keeps(pair: tuple[logging.Logger, CESH
     items = list(h._buffer.items)
     assert len(items) == len(keep.records) == 12  # none taken yet: a batch is 100 and the interval a minute
     for record, item in zip(keep.records, items, strict=True):
-        assert item == h.builder.prepare(record, None), record.msg
+        assert item == h.preparer.prepare(record, None), record.msg
     s = h.stats
     assert s.received == 12 and s.queued == 12
     assert s.sent + s.dropped + s.queued + s.folded == s.received
@@ -92,7 +92,7 @@ def test_a_formatter_turns_the_fast_path_off_and_is_used(
     h.formatter = None  # an assignment, as some code does: the fast path is back
     assert h._fast
     log.warning("plain %s", 2)
-    assert h._buffer.items[-1] == h.builder.prepare(keep.records[-1], None)
+    assert h._buffer.items[-1] == h.preparer.prepare(keep.records[-1], None)
     assert h.flush(timeout=10)
     assert wait_for(lambda: emu.count(PROJECT) == 2)
     s = h.stats
