@@ -4,8 +4,19 @@
 forks its workers from C and runs none of them (unless ``--py-call-osafterfork``): such a child inherits locks
 that may be held by threads it does not have, and a worker object whose ``Thread.is_alive()`` is True although
 no thread runs there. So the same hooks also run when the handler sees a pid other than the one they last ran
-for (``changed``: on emit, flush, close and at exit). Every module that keeps a lock or a thread for the process
-registers its renewal here, once, and it runs once per new process whichever way the process was noticed.
+for (``changed``: on emit, flush, close and at exit), and they run once per new process whichever way the
+process was noticed.
+
+This is the one way to renew anything in a new process. Each module registers the renewal of its own state
+here when it is imported (a lock, a table, a token: ``identity``, ``notice``, ``throttle``, ``spool``,
+``mapping``'s time tables, ``worker``'s thread set, ``auth``'s providers, ``deadline``'s watchdog, and
+``lifecycle``'s registry). The order rule, in two phases:
+
+1. module state (``on_new_process(fn)``): each renews its own module's state and nothing else, so these run
+   in any order (the order of import, which nobody should rely on);
+2. objects that use that state (``on_new_process(fn, after_modules=True)``: ``lifecycle``'s handlers, whose
+   new worker leases spool files with the new process token and takes the new locks): after every hook of
+   phase 1, registered whenever.
 
 A leaf module: it imports nothing of the package, so anything may register with it.
 """
@@ -16,20 +27,22 @@ import contextlib
 import os
 from collections.abc import Callable
 
-_hooks: list[Callable[[], None]] = []
+_module_hooks: list[Callable[[], None]] = []
+_object_hooks: list[Callable[[], None]] = []
 pid = os.getpid()  # the process the hooks last ran for
 
 
-def on_new_process(fn: Callable[[], None]) -> None:
-    """Run ``fn`` in every new process, before its first use of the package there."""
-    _hooks.append(fn)
+def on_new_process(fn: Callable[[], None], *, after_modules: bool = False) -> None:
+    """Run ``fn`` in every new process, before its first use of the package there. ``after_modules``: ``fn``
+    renews objects that use the modules' state, so it runs after every module's own renewal (see above)."""
+    (_object_hooks if after_modules else _module_hooks).append(fn)
 
 
 def new_process() -> None:
-    """The hooks, in the order they were registered (a module's own state before the handlers')."""
+    """Every hook: the modules' own state first, then the objects that use it."""
     global pid
     pid = os.getpid()
-    for fn in list(_hooks):
+    for fn in [*_module_hooks, *_object_hooks]:
         with contextlib.suppress(Exception):  # a new process must never fail the app's call that noticed it
             fn()
 

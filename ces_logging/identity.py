@@ -22,6 +22,7 @@ import re
 import threading
 from typing import Final
 
+from . import forks
 from .events import RESOURCE_NAME
 
 HOST_MAX: Final = 63  # a DNS label; leaves room for a user's own resource name in the 128 characters
@@ -76,5 +77,10 @@ def with_identity(resource_name: str | None, identity: str) -> str:
 
 
 def reset_after_fork() -> None:
+    """A new process: a new lock (the parent's may have been held by a thread the child does not have); the
+    identity itself is renewed by ``current``, which sees the new pid."""
     global _lock
     _lock = threading.Lock()
+
+
+forks.on_new_process(reset_after_fork)

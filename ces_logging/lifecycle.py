@@ -19,7 +19,9 @@ stderr. The ways, and the hook each needs:
   (``multiprocessing.util.Finalize``, via ``register_after_fork``, which runs in children of every start method),
   and the SIGTERM handler above;
 - ``fork``: the child renews every lock and starts with empty queues (what the parent queued is the parent's),
-  also where no at-fork hook ran (uWSGI): the new pid is noticed on emit, flush, close and at exit (forks.py);
+  also where no at-fork hook ran (uWSGI): the new pid is noticed on emit, flush, close and at exit. Each module
+  renews its own state through ``forks.py``; this one renews its registry, then every open handler, after
+  every module's renewal (forks.py's order rule);
 - PID 1 of a pid namespace ignores the SIGTERM handed on by the default action: its drain is a hurry, not the
   exit's deadline, and delivery goes on as before;
 - under gevent or eventlet, a SIGTERM that lands in the hub drains in a greenlet of its own (green.py).
@@ -36,12 +38,10 @@ import signal
 import threading
 import time
 import weakref
-from collections.abc import Callable
 from typing import Any, Protocol
 
-from . import forks, green, identity, notice, sigwatch, spool, throttle
-from .mapping import TIMES, TIMES_PLAIN
-from .worker import WORKER_THREADS, Worker
+from . import forks, green, sigwatch
+from .worker import Worker
 
 
 class Managed(Protocol):
@@ -272,33 +272,22 @@ def _mp_finalizer() -> None:
 # --- fork ------------------------------------------------------------------------------------------------------
 
 
-def _after_fork_in_child() -> None:
+def _reset_after_fork() -> None:
+    """This module's state: a new lock, no deadline, no workers of closed handlers (they were the parent's)."""
     global _registry_lock, _exit_deadline, terminating_until
     _registry_lock = threading.RLock()
     terminating_until = None
     _exit_deadline = None
-    WORKER_THREADS.clear()
     _DRAINING.clear()
-    TIMES.reset_lock()
-    TIMES_PLAIN.reset_lock()
-    identity.reset_after_fork()
-    notice.reset_after_fork()
-    throttle.reset_after_fork()
-    spool.reset_after_fork()
-    for fn in _fork_hooks:
-        fn()
+
+
+def _handlers_after_fork() -> None:
+    """Every open handler starts afresh: an empty queue, new counters, a new worker, new connections."""
     for h in list(_HANDLERS):
         if h._is_open():
             h._after_fork_in_child()
 
 
-_fork_hooks: list[Callable[[], None]] = []
-
-
-def on_fork_in_child(fn: Callable[[], None]) -> None:
-    """Other modules' locks to renew in a forked child (credential providers, say)."""
-    _fork_hooks.append(fn)
-
-
-forks.on_new_process(_after_fork_in_child)  # at fork, or when a new pid is noticed (uWSGI: forks.py)
+forks.on_new_process(_reset_after_fork)
+forks.on_new_process(_handlers_after_fork, after_modules=True)  # on the modules' new locks and tokens
 atexit.register(_at_exit)

@@ -26,7 +26,7 @@ from array import array
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, NamedTuple
 
-from . import identity
+from . import forks, identity
 from .events import (
     DIMENSION_NAME,
     DIMENSION_VALUE,
@@ -156,6 +156,16 @@ class TimeAssigner:
 TIMES = TimeAssigner(on_full=identity.renew)
 #: For handlers with ``process_identity=False``.
 TIMES_PLAIN = TimeAssigner()
+
+
+def _after_fork() -> None:
+    """New locks for the tables (the parent's worker may have held one at the fork). The times they keep stay:
+    they are still the latest this process's keys were given."""
+    TIMES.reset_lock()
+    TIMES_PLAIN.reset_lock()
+
+
+forks.on_new_process(_after_fork)
 
 
 def _level_bisect(level_map: Mapping[int, str]) -> tuple[list[int], list[str]]:

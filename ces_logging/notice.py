@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Final
 
-from . import green
+from . import forks, green
 
 INTERVAL_S: Final = 60.0  # at most one line per reason per minute (the first one at once)
 
@@ -57,10 +57,14 @@ def write(line: str) -> None:
 
 
 def reset_after_fork() -> None:
+    """A new process says its own lines: a new lock, and nothing said or suppressed yet."""
     global _lock
     _lock = threading.RLock()
     _last.clear()
     _suppressed.clear()
+
+
+forks.on_new_process(reset_after_fork)
 
 
 _ENDING_SIGNALS: Final = frozenset(getattr(signal, n) for n in ("SIGTERM", "SIGINT") if hasattr(signal, n))

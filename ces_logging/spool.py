@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from pathlib import Path
 
+from . import forks
 from .events import MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST
 
 SUFFIX: Final = ".batch"
@@ -427,5 +428,9 @@ class _Foreign(Exception):
 
 
 def reset_after_fork() -> None:
+    """A new process holds leases under a token of its own (a lease's holder is its pid and this token)."""
     global _process_token
     _process_token = _token()
+
+
+forks.on_new_process(reset_after_fork)

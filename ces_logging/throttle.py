@@ -30,6 +30,8 @@ import threading
 import time
 from typing import Final
 
+from . import forks
+
 START_LIMIT: Final = 1  # the first answers come alone: they give the round trip's floor
 DEFAULT_MAX_IN_FLIGHT: Final = 4
 RTT_WINDOW: Final = 32  # successes a window of the round-trip floor spans (the floor is the least of two)
@@ -143,3 +145,6 @@ def reset_after_fork() -> None:
     global _registry_lock
     _registry_lock = threading.Lock()
     _registry.clear()
+
+
+forks.on_new_process(reset_after_fork)

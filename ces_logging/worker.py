@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from . import notice
+from . import forks, notice
 from .buffer import RecordBuffer, Wakeup
 from .errors import CESAuthError, CESEndpointError, CESError, CESNoCredentialsError, CESValidationError
 from .events import now_ms, sendable
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 #: Thread idents of every live worker thread: records logged on these threads (urllib3's connection logs,
 #: anything a formatter logs) never go back into a CESHandler, which would feed the worker its own output.
 WORKER_THREADS: set[int] = set()
+forks.on_new_process(WORKER_THREADS.clear)  # a new process has none of its parent's threads
 
 BACKOFF_BASE_S: Final = 1.0
 BACKOFF_CAP_S: Final = 30.0
