@@ -75,7 +75,7 @@ class RecordBuffer:
         self.lock = threading.Lock()  # the worker's taking (only a worker thread ever holds it)
         # A take in progress makes this odd: ``counts`` reads without the lock and reads again when a take ran
         # meanwhile (a seqlock). The app's thread must never hold ``lock``: a SIGTERM landing while it does
-        # runs the drain on that same thread, which reads the counts, and a pool worker hung for ever on it.
+        # runs the drain on that same thread, which reads the counts: it would wait for ever on its own lock.
         self._takes = 0
         # notified when the worker takes (overflow="block"); re-entrant: a signal handler may log while the
         # main thread waits on it

@@ -119,8 +119,8 @@ def keep_signals_off_this_thread() -> None:
     The kernel hands such a signal to any thread that does not block it. Python runs the handler in the main
     thread only, at its next bytecode: when the signal lands on a thread of ours while the main thread sleeps
     in C (``time.sleep``, a blocking read), nothing wakes the main thread and the process goes on as if nothing
-    had been sent (seen: a script asleep after ``kill -TERM``, the drain never run). Blocked here, it goes to a
-    thread that can act on it. Our threads never need them: the handlers run on the main thread anyway.
+    had been sent, and the drain never runs. Blocked here, it goes to a thread that can act on it. Our threads
+    never need them: the handlers run on the main thread anyway.
 
     Never on the main OS thread: under gevent or eventlet a "thread" of ours is a greenlet there, and blocking
     the signals on it would block them for the whole process (a script that SIGTERM and Ctrl-C cannot stop).

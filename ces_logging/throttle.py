@@ -10,9 +10,9 @@ away) fast: one POST of 100 events per round trip caps a 50 ms link near 2,000 e
 
 More requests in flight pay only while the round trip is the network's: when the service itself is the
 bottleneck, a second request waits behind the first, delivers nothing sooner, and costs the app's process CPU
-(threads handing the GIL and the cores back and forth: on loopback, 2 in flight instead of 1 made the worker's
-CPU per event 40 % higher for the same throughput). So, as TCP Vegas does with its window, the throttle
-compares each round trip with the floor seen lately (the least round trip of the last two windows of
+(threads handing the GIL and the cores back and forth: with the service close by, a second request in flight
+adds CPU per event and no throughput; ``benchmarks/`` measures it). So, as TCP Vegas does with its window, the
+throttle compares each round trip with the floor seen lately (the least round trip of the last two windows of
 ``RTT_WINDOW`` answers; it starts with one request in flight, so the first answers come alone). What a request
 that started with ``c`` in flight took beyond the floor, per request beyond the first, in floors, is averaged
 (an EWMA of 1/4): where the service serves one request after the other it is near 1 (each waits for the others),

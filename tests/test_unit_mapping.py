@@ -3,7 +3,7 @@ the app's thread) keeps only what can be sent; the builder (``mapping.py``, the 
 the layout (``layout.py``), which is exactly the compact JSON of the API's fields in the API's order; and the
 batch path writes the same text as the one-item path, for any record.
 
-The expected events are written here from docs/api.md ('Reporting'), independently of ``layout.py``: a change
+The expected events are written here from docs/api.md, 'Reporting', independently of ``layout.py``: a change
 to the layout that the API does not ask for fails here. Each test gets time tables of its own (the process's
 are shared by every handler)."""
 
