@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from typing import Any
 
 import pytest
@@ -37,7 +38,9 @@ def state() -> dict[str, Any]:
 def in_child(fn: Any) -> Any:
     """``fn()``'s JSON result, computed in a child made by ``os.fork`` (which runs the at-fork hooks)."""
     r, w = os.pipe()
-    pid = os.fork()
+    with warnings.catch_warnings():  # the parent has threads on purpose: the child must renew what they held
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: "multi-threaded, use of fork()"
+        pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         code = 0
         try:
