@@ -430,7 +430,7 @@ def test_exception_from_the_apps_signal_handler_reaches_the_app(
 
     monkeypatch.setattr(h.preparer, "prepare", interrupted)
     with pytest.raises(Timeout):
-        log.error("x")
+        log.error("x", extra={"order": 1})  # an extra: the general way, through prepare (a plain record may not)
     assert h.stats.received == 0  # the call was interrupted before the record was taken: not counted
     check_accounting(h)
 
