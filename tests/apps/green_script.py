@@ -5,7 +5,13 @@ without the handler (by the signal, or KeyboardInterrupt), with what it logged d
 the signal mask of the process (SigBlk) after the handler started, so a test can check that nothing of ours
 blocked a signal."""
 
+import signal
 import sys
+
+# Ctrl-C's default action, as from a terminal: "ignored" is inherited across exec (a test runner's workers, a
+# shell's background job), and Python then installs no KeyboardInterrupt.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 LIB = sys.argv[1]
 if LIB == "gevent":
