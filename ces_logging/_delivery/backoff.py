@@ -1,0 +1,22 @@
+"""The wait before a retry: exponential, capped, jittered, and never shorter than the service asks."""
+
+from __future__ import annotations
+
+import random
+from typing import Final
+
+BACKOFF_BASE_S: Final = 1.0
+BACKOFF_CAP_S: Final = 30.0
+RETRY_AFTER_CAP_S: Final = 300.0  # a Retry-After longer than this is a broken header, not a plan
+
+
+def backoff_delay(attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+    """Seconds before retry number ``attempt`` (1-based): 1, 2, 4 ... capped at 30, with +-20% jitter (so that
+    many processes that failed together do not retry together); ``Retry-After`` from the service wins when it
+    says longer."""
+    base = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** (attempt - 1))
+    jitter: float = (rng or random).uniform(0.8, 1.2)
+    delay = base * jitter
+    if retry_after is not None:
+        delay = max(delay, min(float(retry_after), RETRY_AFTER_CAP_S))
+    return delay
