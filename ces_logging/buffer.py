@@ -7,6 +7,14 @@ read-modify-write (``n += 1`` can lose a count to re-entry, or be left done with
 every count changes in one C-level step. The buffer's own ``deque.append`` is the count of accepted records;
 ``Tally`` (an ``itertools.count``) counts the records refused at emit. ``received`` is derived from those:
 ``taken + len(items) + refused``, read together under the worker's lock.
+
+The append is the buffer's (``offer``), and so is the wake-up rule: ``offer`` says when ``emit`` must wake the
+worker, which otherwise sleeps until its ``flush_interval`` runs out. The worker keeps records in the buffer,
+not in a half-built batch, until a batch is due (``_delivery/batching.py``), so it needs waking only when
+something changes what is due: the first record (its clock starts), the record that fills a batch (due now),
+and every ``WAKE_EVERY``-th while a burst runs (the worker re-reads the bounds and spills to the spool when the
+buffer is half full, and the handler notices a worker that died). Anything more costs the app's thread a
+wake-up per record; anything less leaves a full batch waiting for the timer.
 """
 
 from __future__ import annotations
@@ -17,7 +25,15 @@ import queue
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Final
+
+WAKE_EVERY: Final = 1024  # a power of two: the test is one ``&``
+
+#: What ``offer`` answers: the record is in, and the worker needs no wake-up (the usual case: falsy, one test);
+#: it is in and the worker must be woken; it is not in, the buffer is full.
+QUEUED: Final = 0
+WAKE: Final = 1
+FULL: Final = -1
 
 
 class Tally:
@@ -66,12 +82,14 @@ class Wakeup:
 
 
 class RecordBuffer:
-    """Prepared records waiting for the worker. ``emit`` appends; only the worker takes (under ``lock``)."""
+    """Prepared records waiting for the worker. ``emit`` offers (``offer``, ``put``); only the worker takes
+    (under ``lock``). ``batch_size``: the worker's, for the wake-up rule."""
 
-    def __init__(self, max_items: int, max_bytes: int) -> None:
+    def __init__(self, max_items: int, max_bytes: int, batch_size: int = 0) -> None:
         self.items: deque[Any] = deque()
         self.max_items = max_items
         self.max_bytes = max_bytes
+        self.batch_size = batch_size
         self.lock = threading.Lock()  # the worker's taking (only a worker thread ever holds it)
         # A take in progress makes this odd: ``counts`` reads without the lock and reads again when a take ran
         # meanwhile (a seqlock). The app's thread must never hold ``lock``: a SIGTERM landing while it does
@@ -100,8 +118,43 @@ class RecordBuffer:
     def refused_counts(self) -> dict[str, int]:
         return {k: v for k, t in list(self.refused.items()) if (v := t.value)}
 
-    def full(self, size: int) -> bool:
-        return len(self.items) >= self.max_items or self.bytes_in - self.bytes_out + size > self.max_bytes
+    def offer(self, item: Any, size: int) -> int:
+        """Append ``item`` (``size`` bytes, as ``sizes`` will count it when taken) unless the buffer is full.
+        ``QUEUED`` or ``WAKE`` (wake the worker: the module's rule) when it is in, ``FULL`` when not (nothing
+        changed: the caller decides, ``room`` and ``put``). On ``emit``'s hot path: no call, no lock; the
+        append is the record's count (one C step), so whatever interrupts this, the counts hold."""
+        items = self.items
+        if self.bytes_in + size > self.bytes_cap or len(items) >= self.max_items:
+            return FULL
+        self.bytes_in += size
+        items.append(item)
+        n = len(items)
+        return WAKE if n == 1 or n == self.batch_size or not n & (WAKE_EVERY - 1) else QUEUED
+
+    def put(self, item: Any, size: int) -> int:
+        """Append ``item`` whatever the bound (the caller made room: ``room``); ``WAKE`` or ``QUEUED``."""
+        items = self.items
+        self.bytes_in += size
+        items.append(item)
+        n = len(items)
+        return WAKE if n == 1 or n == self.batch_size or not n & (WAKE_EVERY - 1) else QUEUED
+
+    def room(self, size: int, factor: int = 1) -> bool:
+        """Room for ``size`` more bytes and one more item within ``factor`` times the bounds."""
+        return len(self.items) < factor * self.max_items and (
+            self.bytes_in - self.bytes_out + size <= factor * self.max_bytes
+        )
+
+    def wait_for_room(self, size: int, factor: int, timeout: float) -> bool:
+        """Wait (at most ``timeout``) until ``room(size, factor)``; the worker's takes notify ``space``."""
+        deadline = time.monotonic() + timeout
+        with self.space:
+            while not self.room(size, factor):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.space.wait(min(left, 0.05))
+        return True
 
     def over(self, fraction: float = 1.0) -> bool:
         """Above ``fraction`` of a bound (the worker spills to the spool when it is)."""

@@ -33,7 +33,7 @@ from .errors import ConfigError
 from .events import MAX_CONTENT
 from .mapping import DEFAULT_LEVEL_MAP, DEFAULT_STATE_MAP, EventBuilder
 from .options import OVERFLOW_POLICIES, FieldsInDoc, Options, parse_level
-from .prepare import ITEM_OVERHEAD, PLAIN_RECORD_KEYS, Preparer
+from .prepare import ITEM_OVERHEAD, ITEM_TEXT, PLAIN_RECORD_KEYS, Preparer
 from .spool import Spool
 from .throttle import throttle_for
 from .worker import WORKER_THREADS, Worker
@@ -234,7 +234,7 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
             self._start()  # a previous process left batches: deliver them without waiting for a record
 
     def _reset_queue(self) -> None:
-        self._buffer = RecordBuffer(self.queue_size, self.queue_max_bytes)
+        self._buffer = RecordBuffer(self.queue_size, self.queue_max_bytes, self.batch_size)
         if self.client is None:
             self._worker = None
             return
@@ -316,7 +316,7 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
                     item = (d["created"], d["levelno"], d["name"], text, None, False, None)
                 else:
                     item = self.preparer.prepare(record, None)
-                    text = item[3]
+                    text = item[ITEM_TEXT]
             else:
                 if record.levelno < self.event_level:  # below event_level: context for the next event (alarms.py)
                     self.alarms.keep(record)
@@ -325,19 +325,16 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
                     buf.refuse("closed" if self._active else "inactive")
                     return
                 item = self.preparer.prepare(record, self.formatter)
-                text = item[3]
+                text = item[ITEM_TEXT]
             size = len(text) + ITEM_OVERHEAD
-            items = buf.items
-            if (buf.bytes_in + size > buf.bytes_cap or len(items) >= buf.max_items) and not self._room(
-                buf, size
-            ):  # buf.full(), inline: this is the hot path
-                buf.refuse("queue_full")
-                return
-            buf.bytes_in += size
-            items.append(item)  # the record is counted by this one step (see buffer.py)
+            wake = buf.offer(item, size)  # the record is counted by the append in it (see buffer.py)
+            if wake < 0:  # FULL: nothing appended
+                if not self._room(buf, size):
+                    buf.refuse("queue_full")
+                    return
+                wake = buf.put(item, size)
             appended = True
-            n = len(items)
-            if n == 1 or n == self.batch_size or not n & 1023:
+            if wake:  # the buffer's rule says the worker must look now
                 worker = self._worker
                 if worker is not None:
                     worker.wakeup.set()
@@ -386,28 +383,15 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
         """The buffer is full: with a spool, twice the bound is let in (the worker spills it to disk); with
         ``overflow="block"``, wait a bounded time for the worker to make room (to spill, with a spool: the
         app's thread waits, the worker writes); else no room."""
-        limit = 2 if self.spool is not None else 1
-        if (
-            limit == 2
-            and len(buf.items) < 2 * buf.max_items
-            and buf.bytes_in - buf.bytes_out + size <= 2 * buf.max_bytes
-        ):
+        factor = 2 if self.spool is not None else 1
+        if factor == 2 and buf.room(size, factor):
             return True
         if self.overflow != "block" or self._worker is None:
             return False
         if not self._worker.alive:
             self._start()
         self._worker.wakeup.set()
-        deadline = time.monotonic() + self.overflow_timeout
-        with buf.space:
-            while (
-                len(buf.items) >= limit * buf.max_items or buf.bytes_in - buf.bytes_out + size > limit * buf.max_bytes
-            ):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                buf.space.wait(min(left, 0.05))
-        return True
+        return buf.wait_for_room(size, factor, self.overflow_timeout)
 
     def _start(self) -> None:
         """Start the worker, or replace one that died of a bug (at most ``MAX_RESTARTS`` times). Safe against
@@ -666,7 +650,7 @@ def _raised_here(e: BaseException) -> bool:
     return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_PACKAGE_DIR)
 
 
-_TEXT = operator.itemgetter(3)
+_TEXT = operator.itemgetter(ITEM_TEXT)
 
 
 def _sizes(items: list[Any]) -> int:

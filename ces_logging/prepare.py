@@ -48,6 +48,7 @@ ITEM_OVERHEAD: Final = 240  # bytes a prepared item costs besides its text (tupl
 # A prepared item: (created, levelno, logger name, content text, overrides or None, sanitised at emit, storm
 # key or None). The storm key (``storm.py``) is computed only when storm control is on.
 Item = tuple[float, int, str, str, Any, bool, Any]
+ITEM_TEXT: Final = 3  # the content text's place in an ``Item``: the buffer's byte bound counts its length
 
 
 _json_fallback: logging.Formatter | None = None

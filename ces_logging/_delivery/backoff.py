@@ -7,6 +7,7 @@ from typing import Final
 
 BACKOFF_BASE_S: Final = 1.0
 BACKOFF_CAP_S: Final = 30.0
+_MAX_DOUBLINGS: Final = 16  # past the cap long before: keeps ``2.0 ** n`` finite however long an outage lasts
 RETRY_AFTER_CAP_S: Final = 300.0  # a Retry-After longer than this is a broken header, not a plan
 
 
@@ -14,7 +15,7 @@ def backoff_delay(attempt: int, retry_after: float | None = None, rng: random.Ra
     """Seconds before retry number ``attempt`` (1-based): 1, 2, 4 ... capped at 30, with +-20% jitter (so that
     many processes that failed together do not retry together); ``Retry-After`` from the service wins when it
     says longer."""
-    base = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** (attempt - 1))
+    base = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(attempt - 1, _MAX_DOUBLINGS))
     jitter: float = (rng or random).uniform(0.8, 1.2)
     delay = base * jitter
     if retry_after is not None:
