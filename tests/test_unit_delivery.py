@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from ces_logging._delivery import spool_state
 from ces_logging._delivery.backoff import backoff_delay
 from ces_logging._delivery.batching import Batching
 from ces_logging._delivery.hurry import Hurry
@@ -79,6 +80,7 @@ class Rig:
         self.throttle = Throttle(4)
         self.state = SpoolState(spool, self.stats, self.say)
         self.hurry = Hurry()
+        self.hurry.set(time.monotonic() + 10.0, final=True)  # every wait has a deadline: a stuck slot fails the test
         self.woken = 0
         self.delivery = Delivery(
             client,  # type: ignore[arg-type]
@@ -360,7 +362,7 @@ def test_a_final_failure_drops_the_batch_and_gives_the_slot_back(answer: Answer,
 def test_a_service_down_without_a_spool_retries_until_the_deadline_then_drops_as_shutdown() -> None:
     client = FakeClient(CESServerError("down", status=503))
     rig = Rig(client)
-    rig.hurry.set(time.monotonic() + 0.3, final=True)  # shorter than the first back-off step
+    rig.hurry.deadline = time.monotonic() + 0.3  # shorter than the first back-off step
     rig.send(events(3))
     assert rig.stats.dropped == {"shutdown": 3} and rig.stats.retries == 1
     assert rig.throttle.limit == 1 and rig.throttle.not_before > 0  # the overload was told to the throttle
@@ -405,7 +407,16 @@ class FixedJitter(random.Random):
 # --- the spool and outage state ----------------------------------------------------------------------------------
 
 
-def test_concurrent_failures_each_count_one_step_of_the_shared_back_off() -> None:
+def test_concurrent_failures_each_take_their_own_step_of_the_shared_back_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Senders that fail at once each take one step of the back-off: the steps handed out are 1..N, each once
+    (a step read apart from its increment hands two senders the same one and skips another)."""
+    steps: list[int] = []
+
+    def record(attempt: int, retry_after: float | None = None) -> float:
+        steps.append(attempt)
+        return 0.0
+
+    monkeypatch.setattr(spool_state, "backoff_delay", record)
     state = SpoolState(None, WorkerStats(), lambda r, t: True)
     threads, per_thread = 8, 2000
     start = threading.Barrier(threads)
@@ -416,7 +427,7 @@ def test_concurrent_failures_each_count_one_step_of_the_shared_back_off() -> Non
             state.failed(None)
 
     old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads as often as possible: a lost update shows
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: a lost or shared step shows
     try:
         ts = [threading.Thread(target=fail) for _ in range(threads)]
         for t in ts:
@@ -426,6 +437,7 @@ def test_concurrent_failures_each_count_one_step_of_the_shared_back_off() -> Non
     finally:
         sys.setswitchinterval(old)
     assert state.probe_attempt == threads * per_thread
+    assert sorted(steps) == list(range(1, threads * per_thread + 1))
 
 
 def test_an_outage_ends_once_however_many_senders_deliver_at_once() -> None:
