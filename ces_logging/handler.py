@@ -6,7 +6,7 @@ maybe wake the worker. Formatting into the API's fields, batching and HTTP happe
 ``emit`` never blocks (unless ``overflow="block"`` asks it to, for a bounded time), never does I/O and never
 raises: a full buffer drops the record and counts it.
 
-What a record becomes is ``mapping.py``'s business; the worker's life is ``worker.py``'s; how the process ends
+What a record becomes is ``mapping.py``'s business; the worker's life is ``_delivery``'s; how the process ends
 (exit, SIGTERM, fork, multiprocessing) is ``lifecycle.py``'s. This module ties them to ``logging.Handler``.
 
 Counting: ``sent + dropped + queued + folded == received`` holds at every moment (``folded``: storm control,

@@ -10,6 +10,7 @@ next batch: with the other events, they cost no request of their own. Only the b
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -80,6 +81,22 @@ class Batching:
             if self.fold is None:
                 break  # nothing folded: the one take filled the batch or emptied the buffer
         return batch, ledger
+
+    def drain(self, park: Callable[[list[Event], Ledger, None, str], bool]) -> None:
+        """Stopping: every record left in the buffer and every storm summary, built and handed to ``park`` (the
+        spool, or dropped as ``shutdown``): counted either way."""
+        while True:
+            items = self.buffer.take(self.batch_size, self.sizes)
+            if not items:
+                break
+            self.stats.taken(len(items))
+            batch = self.build_all(items, Ledger(self.stats, "memory", None))
+            park(batch, Ledger(self.stats, "memory", self.owner()), None, "shutdown")
+        if self.fold is not None:
+            self.summaries += self.summaries_for(self.fold.due(time.time(), urgent=True))
+        while self.summaries:
+            pairs, self.summaries = self.summaries[: self.batch_size], self.summaries[self.batch_size :]
+            park([e for e, _ in pairs], self.summary_ledger(pairs), None, "shutdown")
 
     def summaries_for(self, due: list[tuple[Any, int]]) -> list[tuple[Event, int]]:
         """Storm summaries built, with the records each stands for (if one cannot be built, they all go)."""

@@ -10,7 +10,9 @@ where the batch came from and so which count it moves.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 
 
 class WorkerStats:
@@ -62,6 +64,37 @@ class WorkerStats:
             self.cond.wait(timeout)
         finally:
             self._goals.remove(goal)
+
+    def wait_accounted(
+        self,
+        target: int,
+        accounted: Callable[[], int],
+        deadline: float | None,
+        *,
+        with_spooled: bool,
+        alive: Callable[[], bool],
+        nudge: Callable[[], None],
+    ) -> bool:
+        """Wait until ``accounted()`` (+ ``spooled`` when ``with_spooled``) reaches ``target``, until
+        ``deadline``; False as soon as ``alive()`` says the worker died. ``nudge()`` while files of ours wait on
+        disk (the batcher sends them now rather than at its next round)."""
+
+        def done() -> int:
+            return accounted() + (self.spooled if with_spooled else 0)
+
+        with self.cond:
+            while (gap := target - done()) > 0:
+                if not alive():
+                    return False
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                # woken when the worker has settled the gap; the short timeout re-reads what only the app's
+                # thread changes (records refused at emit count as accounted too)
+                self.wait(gap, with_spooled, 0.05 if left is None else min(0.05, left))
+                if self.spooled:
+                    nudge()
+        return True
 
     def abandon(self) -> int:
         """Count what is in flight as dropped (``shutdown``) once and for all; outcomes that arrive later

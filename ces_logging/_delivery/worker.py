@@ -205,19 +205,7 @@ class Worker:
 
     def _finish(self) -> None:
         """Stopping: account for what is left in the buffer, end the senders, close idle connections."""
-        b, park = self.batching, self.spool_state.park
-        while True:
-            items = self.buffer.take(self.batch_size, b.sizes)
-            if not items:
-                break
-            self.stats.taken(len(items))
-            batch = b.build_all(items, Ledger(self.stats, "memory", None))
-            park(batch, Ledger(self.stats, "memory", self.spool_state.owner), None, "shutdown")
-        if self.fold is not None:
-            b.summaries += b.summaries_for(self.fold.due(time.time(), urgent=True))
-        while b.summaries:
-            pairs, b.summaries = b.summaries[: self.batch_size], b.summaries[self.batch_size :]
-            park([e for e, _ in pairs], b.summary_ledger(pairs), None, "shutdown")
+        self.batching.drain(self.spool_state.park)
         self.pool.end_all()
         with contextlib.suppress(Exception):
             self.client.reset_connections()  # no idle keep-alive connection left behind
@@ -378,22 +366,13 @@ class Worker:
         self, target: int, accounted: Callable[[], int], deadline: float | None, *, with_spooled: bool = False
     ) -> bool:
         """Wait until ``accounted()`` (the handler knows what counts) reaches ``target``, until ``deadline``;
-        ``with_spooled``: what is safe on disk counts as done too (an exit's drain)."""
-        stats = self.stats
+        ``with_spooled``: what is safe on disk counts as done too (an exit's drain). False when the worker
+        died or the deadline came first."""
 
-        def done() -> int:
-            return accounted() + (stats.spooled if with_spooled else 0)
+        def nudge() -> None:  # what waits on disk goes now, unless the service is down
+            if not self.spool_state.outage:
+                self.wakeup.set()
 
-        with stats.cond:
-            while (gap := target - done()) > 0:
-                if not self.alive:
-                    return False
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                # woken when the worker has settled the gap; the short timeout re-reads what only the app's
-                # thread changes (records refused at emit count as accounted too)
-                stats.wait(gap, with_spooled, 0.05 if left is None else min(0.05, left))
-                if stats.spooled and not self.spool_state.outage:
-                    self.wakeup.set()
-        return True
+        return self.stats.wait_accounted(
+            target, accounted, deadline, with_spooled=with_spooled, alive=lambda: self.alive, nudge=nudge
+        )
