@@ -214,6 +214,7 @@ class Worker:
         """Until stopped: a batch when one is due, the oldest spooled file when the spool is due, else a wait
         for ``wakeup`` (the buffer's rule: the first record, and the one that fills a batch) or for the time
         the next thing falls due. One step's bug is said and survived (``_step``)."""
+        self._first_seen = None
         errors = 0
         next_report = 0.0
         while True:
