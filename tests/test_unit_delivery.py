@@ -30,6 +30,7 @@ from ces_logging.buffer import FULL, QUEUED, WAKE, WAKE_EVERY, RecordBuffer
 from ces_logging.errors import (
     CESAuthError,
     CESEndpointError,
+    CESNoCredentialsError,
     CESServerError,
     CESThrottledError,
     CESValidationError,
@@ -283,6 +284,7 @@ def test_classify_names_each_outcome() -> None:
     assert classify(CESValidationError("bad", status=400)) is Outcome.REJECTED
     assert classify(CESEndpointError("redirect", status=301)) is Outcome.CONFIG
     assert classify(CESAuthError("no", status=401)) is Outcome.AUTH
+    assert classify(CESNoCredentialsError("nothing to sign with")) is Outcome.NO_CREDENTIALS  # an auth error's kind
     assert classify(CESThrottledError("slow down", status=429)) is Outcome.RETRY
     assert classify(CESServerError("down", status=503)) is Outcome.RETRY
     assert classify(RuntimeError("ours")) is Outcome.BUG
@@ -290,7 +292,13 @@ def test_classify_names_each_outcome() -> None:
 
 @pytest.mark.parametrize(
     ("outcome", "reason"),
-    [(Outcome.REJECTED, "rejected"), (Outcome.CONFIG, "config"), (Outcome.AUTH, "auth"), (Outcome.BUG, "error")],
+    [
+        (Outcome.REJECTED, "rejected"),
+        (Outcome.CONFIG, "config"),
+        (Outcome.NO_CREDENTIALS, "no_credentials"),
+        (Outcome.AUTH, "auth"),
+        (Outcome.BUG, "error"),
+    ],
 )
 def test_each_final_failure_drops_the_batch_under_its_reason_and_says_it(outcome: Outcome, reason: str) -> None:
     stats = WorkerStats()
