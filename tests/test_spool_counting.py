@@ -67,15 +67,15 @@ def test_spooled_counts_never_go_below_zero_while_senders_remove_their_files(tmp
     sys.setswitchinterval(1e-6)  # the GIL changes hands as often as it can: every interleaving gets its chance
     try:
         while time.monotonic() < deadline and written < FILES:
-            # what _to_spool does for a batch from memory: taken, written, counted as spooled
+            # what the spool's write does for a batch from memory: taken, written, counted as spooled
             stats.taken(2)
             batch: list[Any] = [item("count", content=f"{written}-{i}") for i in range(2)]
-            assert w._to_spool(batch, Ledger(stats, "memory", spool.owner))
+            assert w.spool_state.write(batch, Ledger(stats, "memory", spool.owner))
             written += 1
             # The batcher's turns until this file is accounted for: claim and dispatch it, then (nothing left
             # to claim) refresh, again and again, while a sender removes the file and sends its halves.
             while time.monotonic() < deadline and stats.sent < 2 * written:
-                w._spool_backlog = True
+                w.spool_state.backlog = True
                 w._send_one_spooled()
                 with stats.cond:
                     lowest_spooled = min(lowest_spooled, stats.spooled)
@@ -85,7 +85,7 @@ def test_spooled_counts_never_go_below_zero_while_senders_remove_their_files(tmp
             time.sleep(0.01)
     finally:
         sys.setswitchinterval(switch)
-        w._stopping = True
+        w.hurry_state.stopping = True
         w._finish()  # ends the senders
         assert w.join(10)
     assert written == FILES
