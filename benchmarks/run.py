@@ -80,7 +80,7 @@ def emulator_admin(url: str, method: str, route: str, body: Any = None) -> Any:
     """An emulator admin route; the emulator runs with --ak/--sk, so its admin routes want a signature too."""
     import requests
 
-    from ces_logging.auth import AKSKAuth
+    from ces_logging._service.auth import AKSKAuth
 
     data = None if body is None else json.dumps(body).encode()
     r = requests.request(
@@ -661,7 +661,7 @@ _TRANSPORT_PKGS = ("requests", "urllib3", "http", "email", "idna", "charset_norm
 
 def _part(mod: str, name: str) -> str | None:
     mod = mod.replace(os.sep, "/")
-    if mod.endswith("ces_logging/auth.py"):
+    if mod.endswith("ces_logging/_service/auth.py"):
         return SIGN
     if "/json/" in mod or (mod.endswith("ces_logging/layout.py") and name == "encode_batch"):
         return ENCODE
@@ -676,7 +676,13 @@ def _part(mod: str, name: str) -> str | None:
     ):
         return None if name.startswith(("CESHandler.", "_drain")) else BUILD
     if mod.endswith(
-        ("ces_logging/client.py", "ces_logging/transport.py", "/socket.py", "/ssl.py", "/selectors.py")
+        (
+            "ces_logging/_service/client.py",
+            "ces_logging/_service/transport.py",
+            "/socket.py",
+            "/ssl.py",
+            "/selectors.py",
+        )
     ) or any(f"/{p}/" in mod for p in _TRANSPORT_PKGS):
         return TRANSPORT
     return None
@@ -764,7 +770,7 @@ def child_send_path(url: str, n: int) -> dict[str, Any]:
     import requests
 
     from ces_logging import CESClient
-    from ces_logging.auth import AKSKAuth
+    from ces_logging._service.auth import AKSKAuth
 
     body = json.dumps([{"event_name": "p", "event_source": "a.b", "time": int(time.time() * 1000), "detail": {}}])
     c = CESClient(PROJECT, endpoint=url, ak=AK, sk=SK)

@@ -32,21 +32,21 @@ from .options import Options
 from .serverless import deliver_before_return, invocation
 
 if TYPE_CHECKING:
-    from .auth import AKSKAuth, IAMPasswordTokenProvider, MetadataCredentialsProvider, TokenAuth
-    from .client import CESClient, EventDetailPage, ReportedEvent
+    from ._service.auth import AKSKAuth, IAMPasswordTokenProvider, MetadataCredentialsProvider, TokenAuth
+    from ._service.client import CESClient, EventDetailPage, ReportedEvent
     from .model import CustomEvent, Dimension, EventRecord, HandlerStats
 
 __version__ = "0.2.0"
 
 # name -> the module that defines it, imported on first use (the HTTP stack; dataclasses, which load inspect)
 _LAZY = {
-    "AKSKAuth": "auth",
-    "IAMPasswordTokenProvider": "auth",
-    "MetadataCredentialsProvider": "auth",
-    "TokenAuth": "auth",
-    "CESClient": "client",
-    "EventDetailPage": "client",
-    "ReportedEvent": "client",
+    "AKSKAuth": "_service.auth",
+    "IAMPasswordTokenProvider": "_service.auth",
+    "MetadataCredentialsProvider": "_service.auth",
+    "TokenAuth": "_service.auth",
+    "CESClient": "_service.client",
+    "EventDetailPage": "_service.client",
+    "ReportedEvent": "_service.client",
     "CustomEvent": "model",
     "Dimension": "model",
     "EventRecord": "model",

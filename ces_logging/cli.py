@@ -25,7 +25,7 @@ from .errors import CESAuthError, CESError, CESTransportError, ConfigError
 from .events import EVENT_NAME, EVENT_TYPE_CUSTOM, LEVELS, STATES, SUB_EVENT_TYPES, now_ms
 
 if TYPE_CHECKING:  # the HTTP stack loads for a command that talks to the service, not for --help
-    from .client import CESClient
+    from ._service.client import CESClient
     from .model import EventRecord
 
 EXAMPLES = {
@@ -67,7 +67,7 @@ def parse_time(value: str, now: datetime | None = None) -> int:
 
 
 def _client(args: argparse.Namespace) -> CESClient:
-    from .client import CESClient
+    from ._service.client import CESClient
 
     return CESClient(
         args.project_id,

@@ -39,7 +39,7 @@ from .throttle import throttle_for
 from .worker import WORKER_THREADS, Worker
 
 if TYPE_CHECKING:  # the HTTP stack loads when a handler that sends is built, not with this module
-    from .client import CESClient
+    from ._service.client import CESClient
     from .model import HandlerStats
 
 __all__ = ["DEFAULT_LEVEL_MAP", "DEFAULT_STATE_MAP", "OVERFLOW_POLICIES", "CESHandler", "HandlerStats", "Options"]
@@ -84,7 +84,7 @@ def _client_for(opts: Options, env: Mapping[str, str] | None) -> CESClient | Non
             interval=3600,
         )
         return None
-    from .client import CESClient  # requests, urllib3, ssl: only for a handler that will send
+    from ._service.client import CESClient  # requests, urllib3, ssl: only for a handler that will send
 
     return CESClient(
         opts.project_id,

@@ -56,7 +56,7 @@ from .throttle import DEFAULT_MAX_IN_FLIGHT
 if TYPE_CHECKING:
     from typing_extensions import dataclass_transform
 
-    from .auth import TokenProvider
+    from ._service.auth import TokenProvider
 else:
 
     def dataclass_transform(**_: object) -> Callable[[Any], Any]:

@@ -14,8 +14,8 @@ from huaweicloudsdkcore.sdk_request import SdkRequest
 from huaweicloudsdkcore.signer.signer import Signer
 
 from ces_logging import AKSKAuth, CESClient, ConfigError, IAMPasswordTokenProvider, TokenAuth
-from ces_logging.auth import canonical_query, canonical_uri
-from ces_logging.credentials import resolve_auth
+from ces_logging._service.auth import canonical_query, canonical_uri
+from ces_logging._service.credentials import resolve_auth
 from ces_logging.emulator import Emulator
 from ces_logging.errors import CESNoCredentialsError
 

@@ -19,7 +19,7 @@ from ces_logging import (
     Dimension,
     is_retryable,
 )
-from ces_logging.client import to_ms
+from ces_logging._service.client import to_ms
 from ces_logging.config import resolve_endpoint
 from ces_logging.emulator import Emulator
 from ces_logging.errors import parse_error_body, parse_retry_after

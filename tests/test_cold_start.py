@@ -88,7 +88,7 @@ from ces_logging import *  # every name of __all__ resolves
 from ces_logging.events import EventRecord  # the old addresses still work
 from ces_logging.handler import HandlerStats
 assert EventRecord is ces_logging.EventRecord and HandlerStats is ces_logging.HandlerStats
-assert client.__name__ == "CESClient" and client.__module__ == "ces_logging.client"
+assert client.__name__ == "CESClient" and client.__module__ == "ces_logging._service.client"
 out["after_use"] = loaded()
 """
     )

@@ -111,7 +111,7 @@ def test_official_sdk_with_wrong_sk_gets_401(emu_aksk: Emulator) -> None:
 def test_unsigned_and_stale_requests_are_refused(emu_aksk: Emulator) -> None:
     assert post(emu_aksk, [item()]).status_code == 401
     # Signed 16 minutes ago (a skewed client clock): refused, with the reason.
-    from ces_logging.auth import AKSKAuth
+    from ces_logging._service.auth import AKSKAuth
 
     body = json.dumps([item()]).encode()
     with freeze_time(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() - 16 * 60))):
@@ -144,7 +144,7 @@ def test_token_auth(tmp_path: Path) -> None:
 
 
 def test_temporary_key_needs_its_security_token() -> None:
-    from ces_logging.auth import AKSKAuth
+    from ces_logging._service.auth import AKSKAuth
 
     with Emulator(ak=AK, sk=SK, security_token="sec-tok") as emu:
         url = f"{emu.url}/V1.0/{PROJECT}/events"
@@ -391,7 +391,7 @@ def _head(path: str, extra: str = "", method: str = "POST") -> bytes:
 
 @pytest.mark.parametrize("mode", ["aksk", "token"])
 def test_admin_routes_need_the_api_credentials(mode: str) -> None:
-    from ces_logging.auth import AKSKAuth
+    from ces_logging._service.auth import AKSKAuth
 
     kwargs: dict[str, str] = {"ak": AK, "sk": SK} if mode == "aksk" else {"token": "token-value-secret"}
     auth = AKSKAuth(AK, SK) if mode == "aksk" else None
@@ -418,7 +418,7 @@ def test_admin_routes_need_the_api_credentials(mode: str) -> None:
 
 
 def test_non_ascii_credentials_get_401_not_500(emu_aksk: Emulator) -> None:
-    from ces_logging.auth import format_sdk_date
+    from ces_logging._service.auth import format_sdk_date
 
     path = f"/V1.0/{PROJECT}/events"
     sig = f"X-Sdk-Date: {format_sdk_date()}\r\nAuthorization: SDK-HMAC-SHA256 Access={AK}, "

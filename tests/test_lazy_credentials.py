@@ -24,8 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from ces_logging import CESHandler, ConfigError, credentials
-from ces_logging.auth import METADATA_PATH
+from ces_logging import CESHandler, ConfigError
+from ces_logging._service import credentials
+from ces_logging._service.auth import METADATA_PATH
 from ces_logging.emulator import Emulator
 from ces_logging.errors import CESNoCredentialsError
 

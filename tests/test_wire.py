@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from ces_logging import CESClient, CESEndpointError, CESError, CESHandler, HandlerStats
+from ces_logging._service.transport import requote_path
 from ces_logging.emulator import Emulator
-from ces_logging.transport import requote_path
 
 from .conftest import PROJECT, item
 

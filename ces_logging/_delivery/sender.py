@@ -32,7 +32,7 @@ from .outcome import Accounting, Event, Ledger, Outcome, auth_final, classify
 from .spool_state import SpoolState
 
 if TYPE_CHECKING:
-    from ..client import CESClient
+    from .._service.client import CESClient
 
 RETRYING_SAID_AFTER = 3  # without a spool, the line "retrying" comes with this attempt (one failure is common)
 

@@ -42,7 +42,7 @@ from .spool_state import SpoolState
 from .stats import WorkerStats
 
 if TYPE_CHECKING:
-    from ..client import CESClient
+    from .._service.client import CESClient
 
 #: Thread idents of every live worker thread: records logged on these threads (urllib3's connection logs,
 #: anything a formatter logs) never go back into a CESHandler, which would feed the worker its own output.

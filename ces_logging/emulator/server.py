@@ -12,7 +12,7 @@ a whole request must arrive within ``request_timeout`` (so no connection holds a
 ``max_connections`` connections are served at once, the next ones get a 503 and are closed.
 
 Validation uses the field rules of ``ces_logging.events``; AK/SK verification uses the signing functions of
-``ces_logging.auth``: one rule, one place.
+``ces_logging._service.auth``: one rule, one place.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from .. import auth as signing
+from .._service import auth as signing
 from ..events import MAX_BODY_BYTES, PROJECT_ID, default_sub_event_type, validate_query, validate_report
 from . import console
 from .store import EventStore

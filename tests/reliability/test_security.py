@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from ces_logging import CESClient, CESHandler, ConfigError, IAMPasswordTokenProvider
-from ces_logging.auth import AKSKAuth, MetadataCredentialsProvider, TokenAuth
+from ces_logging._service.auth import AKSKAuth, MetadataCredentialsProvider, TokenAuth
 from ces_logging.emulator import Emulator
 from ces_logging.errors import CESAuthError, CESError, CESTransportError, transport_error_text
 

@@ -22,11 +22,8 @@ from urllib.parse import quote, urlsplit
 import requests
 from requests.auth import AuthBase
 
-from .auth import AKSKAuth, TokenAuth, TokenProvider, encode_query
-from .config import is_loopback, resolve_endpoint, resolve_project_id
-from .credentials import resolve_auth
-from .deadline import DeadlineAdapter, total_deadline
-from .errors import (
+from ..config import is_loopback, resolve_endpoint, resolve_project_id
+from ..errors import (
     CertificateFailure,
     CESCertificateError,
     CESEndpointError,
@@ -37,8 +34,11 @@ from .errors import (
     one_line,
     transport_error_text,
 )
-from .events import EVENT_TYPE_CUSTOM, MAX_EVENTS_PER_REQUEST, QUERY_MAX_LIMIT
-from .model import CustomEvent, EventRecord
+from ..events import EVENT_TYPE_CUSTOM, MAX_EVENTS_PER_REQUEST, QUERY_MAX_LIMIT
+from ..model import CustomEvent, EventRecord
+from .auth import AKSKAuth, TokenAuth, TokenProvider, encode_query
+from .credentials import resolve_auth
+from .deadline import DeadlineAdapter, total_deadline
 from .transport import FastPost, certificate_problem, requote_path
 
 USER_AGENT = "ces-logging/0.2"

@@ -47,8 +47,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 from urllib3.util.wait import wait_for_read
 
+from ..errors import CertificateFailure, TransportFailure
 from .deadline import total_deadline, watch
-from .errors import CertificateFailure, TransportFailure
 
 MAX_IDLE = 8  # pooled idle connections kept (one per sender; the throttle allows a few senders)
 

@@ -29,10 +29,10 @@ from pathlib import Path
 import requests
 from requests.auth import AuthBase
 
-from . import notice
+from .. import notice
+from ..config import ENV_TOKEN, env_first
+from ..errors import CESError, CESNoCredentialsError, ConfigError
 from .auth import AKSKAuth, Credentials, MetadataCredentialsProvider, TokenAuth, TokenProvider
-from .config import ENV_TOKEN, env_first
-from .errors import CESError, CESNoCredentialsError, ConfigError
 
 ENV_METADATA_URL = "CES_METADATA_URL"
 METADATA_OFF = "off"  # CES_METADATA_URL=off: no metadata service here; nothing found is a ConfigError

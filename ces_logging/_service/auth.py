@@ -29,10 +29,10 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 import requests
 from requests.auth import AuthBase
 
-from . import forks
-from .config import check_endpoint
+from .. import forks
+from ..config import check_endpoint
+from ..errors import CESAuthError, CESError, CESTransportError, ConfigError
 from .deadline import new_session, total_deadline
-from .errors import CESAuthError, CESError, CESTransportError, ConfigError
 
 ALGORITHM = "SDK-HMAC-SHA256"
 DATE_FORMAT = "%Y%m%dT%H%M%SZ"
