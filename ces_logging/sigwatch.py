@@ -2,10 +2,9 @@
 
 A signal handler written in Python runs on the main thread, at its next bytecode. A multiprocessing Pool ends
 its workers with SIGTERM while they wait in C for the task queue's lock, and then waits for them without a time
-limit. CPython can miss the handler there: the lock's wait is left for the signal, finds nothing to run and
-waits again (measured: about 1 pool exit in 15 under load hangs for ever with any Python SIGTERM handler
-installed in the workers, ces_logging or not; a second SIGTERM always ends the worker). The default action
-never misses, so installing a handler must not make the app's ``with Pool(...)`` hang.
+limit. CPython can miss the handler there (the lock's wait is left for the signal and entered again with the
+handler not run), whoever installed it; a second SIGTERM ends the worker. The default action never misses, so
+installing a handler must not make the app's ``with Pool(...)`` wait for ever.
 
 The rule: in a multiprocessing child where our SIGTERM handler is in place, the process's wakeup fd (written by
 CPython's C-level handler for every signal, whatever the main thread is doing) is a pipe read by a thread of

@@ -25,8 +25,10 @@ from hypothesis import strategies as st
 
 from ces_logging import identity, layout, mapping
 from ces_logging.events import EVENT_TYPE_CUSTOM, MAX_CONTENT, SUB_EVENT_CUSTOM, content_cost, now_ms, safe_text
-from ces_logging.mapping import DEFAULT_LEVEL_MAP, DEFAULT_STATE_MAP, Event, EventBuilder, TimeAssigner
+from ces_logging.mapping import Event, EventBuilder, TimeAssigner
 from ces_logging.prepare import Preparer
+
+from .test_transport import builder as transport_builder
 
 COMPACT: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":")}
 SOURCE = "app.orders"
@@ -40,19 +42,7 @@ def fresh_times(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def builder(**kw: Any) -> EventBuilder:
-    args: dict[str, Any] = {
-        "event_source": SOURCE,
-        "event_name": None,
-        "resource_id": None,
-        "resource_name": None,
-        "group_id": None,
-        "event_user": None,
-        "dimensions": {},
-        "level_map": DEFAULT_LEVEL_MAP,
-        "state_map": DEFAULT_STATE_MAP,
-    }
-    args.update(kw)
-    return EventBuilder(**args)
+    return transport_builder(**{"event_source": SOURCE, **kw})
 
 
 def record(
