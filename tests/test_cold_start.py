@@ -34,6 +34,7 @@ HEAVY = (
     "sqlite3",
     "secrets",
     "hashlib",
+    "random",
 )
 
 PROBE = """

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import random
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    import random
 
 BACKOFF_BASE_S: Final = 1.0
 BACKOFF_CAP_S: Final = 30.0
@@ -16,7 +18,12 @@ def backoff_delay(attempt: int, retry_after: float | None = None, rng: random.Ra
     many processes that failed together do not retry together); ``Retry-After`` from the service wins when it
     says longer."""
     base = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(attempt - 1, _MAX_DOUBLINGS))
-    jitter: float = (rng or random).uniform(0.8, 1.2)
+    if rng is None:
+        import random  # here: a retry is rare, and ``random`` would cost every process's import a millisecond
+
+        jitter = random.uniform(0.8, 1.2)
+    else:
+        jitter = rng.uniform(0.8, 1.2)
     delay = base * jitter
     if retry_after is not None:
         delay = max(delay, min(float(retry_after), RETRY_AFTER_CAP_S))
