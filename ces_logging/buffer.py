@@ -28,6 +28,14 @@ from collections import deque
 from typing import Any, Final
 
 WAKE_EVERY: Final = 1024  # a power of two: the test is one ``&``
+WAKE_MASK: Final = WAKE_EVERY - 1
+
+
+def wakes(n: int, batch_size: int) -> bool:
+    """The wake-up rule (see the module's docstring): does the append that made the buffer ``n`` long wake the
+    worker? ``CESHandler.handle``'s fast path writes this same test out, to spare the app's thread a call."""
+    return n == 1 or n == batch_size or not n & WAKE_MASK
+
 
 #: What ``offer`` answers: the record is in, and the worker needs no wake-up (the usual case: falsy, one test);
 #: it is in and the worker must be woken; it is not in, the buffer is full.
@@ -128,16 +136,14 @@ class RecordBuffer:
             return FULL
         self.bytes_in += size
         items.append(item)
-        n = len(items)
-        return WAKE if n == 1 or n == self.batch_size or not n & (WAKE_EVERY - 1) else QUEUED
+        return WAKE if wakes(len(items), self.batch_size) else QUEUED
 
     def put(self, item: Any, size: int) -> int:
         """Append ``item`` whatever the bound (the caller made room: ``room``); ``WAKE`` or ``QUEUED``."""
         items = self.items
         self.bytes_in += size
         items.append(item)
-        n = len(items)
-        return WAKE if n == 1 or n == self.batch_size or not n & (WAKE_EVERY - 1) else QUEUED
+        return WAKE if wakes(len(items), self.batch_size) else QUEUED
 
     def room(self, size: int, factor: int = 1) -> bool:
         """Room for ``size`` more bytes and one more item within ``factor`` times the bounds."""

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from . import forks, lifecycle, notice
 from .alarms import AlarmOptions
-from .buffer import RecordBuffer
+from .buffer import WAKE_MASK, RecordBuffer
 from .errors import ConfigError
 from .events import MAX_CONTENT
 from .mapping import DEFAULT_LEVEL_MAP, DEFAULT_STATE_MAP, EventBuilder
@@ -133,15 +133,30 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
     _worker: Worker | None = None
     _built = False  # set last: flush and close of a handler whose construction failed do nothing
     _pid = 0  # the process this handler's state belongs to (see ``_new_process``)
-    # emit's fast path applies (see there): open and active, items of the message alone (no JSON content,
-    # context or storm key), no event_level, no formatter. One flag for emit to read, kept by the setters of
-    # ``_closed`` and ``formatter`` (whoever sets them: close, setFormatter, dictConfig, an assignment).
-    _fast = False
+    # ``handle``'s fast path applies while ``_fast_pid`` is this process's pid (a record's pid is compared with
+    # it, one comparison for two rules); 0, never a pid, while it does not: closed, inactive, a formatter,
+    # items that are more than the message (JSON content, context, storm keys, an event_level), a subclass's
+    # own ``emit``, or a SIGTERM handed on to a server (``lifecycle.terminating``: each record is delivered as
+    # it is logged). Kept by ``_refresh_fast``, which the setters of ``_closed`` and ``formatter`` call
+    # (whoever sets them: close, setFormatter, dictConfig, an assignment), and so do a new pid and lifecycle.
+    _fast_pid = 0
     _plain = False
     _formatter: logging.Formatter | None = None
 
     def _refresh_fast(self) -> None:
-        self._fast = self._plain and self._active and not self._is_closed and self._formatter is None
+        on = (
+            self._plain
+            and self._active
+            and not self._is_closed
+            and self._formatter is None
+            and lifecycle.terminating_until is None
+        )
+        self._fast_pid = self._pid if on else 0
+
+    @property
+    def _fast(self) -> bool:
+        """Whether ``handle``'s fast path applies in this process."""
+        return self._fast_pid != 0 and self._fast_pid == self._pid
 
     # Each setter turns the flag off before it changes anything: a signal handler that logs between two of
     # its steps then takes the general way, which reads the attributes themselves.
@@ -151,7 +166,7 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
 
     @formatter.setter
     def formatter(self, fmt: logging.Formatter | None) -> None:
-        self._fast = False
+        self._fast_pid = 0
         self._formatter = fmt
         self._refresh_fast()
 
@@ -161,7 +176,7 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
 
     @_closed.setter
     def _closed(self, value: bool) -> None:
-        self._fast = False
+        self._fast_pid = 0
         self._is_closed = value
         self._refresh_fast()
 
@@ -198,6 +213,7 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
             and self.preparer.context is None
             and not self.preparer.storm_keys
             and self.event_level == logging.NOTSET
+            and type(self).emit is CESHandler.emit  # a subclass's own emit is called for every record
         )
         self.event_source = opts.event_source
         self.event_name = opts.event_name
@@ -225,7 +241,7 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
         self._active = self.client is not None
         self._pid = os.getpid()
         self._reset_queue()
-        self._closed = False  # and with it, emit's fast path (see _refresh_fast)
+        self._closed = False  # and with it, handle's fast path (see _refresh_fast)
         self._built = True
         lifecycle.register(self, sends=self._active)
         if self._active and self.handle_sigterm:
@@ -268,16 +284,62 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
     def handle(self, record: logging.LogRecord) -> Any:
         """``Handler.handle`` without the handler's lock: ``emit`` needs none (see buffer.py), and a signal
         that raises between the stdlib's ``acquire()`` and its ``try`` would leave the lock held for ever, so
-        that every other thread's logging call on this handler would block."""
-        # Records logged on a worker thread (urllib3's, a formatter's) must not loop back into a handler: the
-        # thread the record was made on (a QueueListener hands on other threads' records), read from the
-        # record; looked up only where logging.logThreads is off (then as threading has it now: gevent may have
-        # patched it since this module was imported).
+        that every other thread's logging call on this handler would block.
+
+        The common record is kept right here, in one function with no call, because the app's thread pays for
+        every step of it on every record: a plain ``LogRecord`` of this process (its pid equal to
+        ``_fast_pid``, which also says the fast path applies), made on an app thread, with no filters, nothing
+        added to it, no traceback, a short message that formats. What it keeps is exactly what ``emit`` keeps
+        of the same record (``Preparer.prepare``), appended by ``RecordBuffer.offer``'s rule written out here
+        (bounds, then ``buffer.wakes``); tests hold both equal. Anything else, a full buffer included, goes the
+        general way below, to ``emit``, which also says what failed."""
+        appended = False
+        try:
+            if (
+                type(record) is _LogRecord
+                and (d := record.__dict__)["process"] == self._fast_pid
+                and not self.filters
+                and len(d) <= PLAIN_RECORD_KEYS  # nothing added: extras, structlog's, ``ces``
+                and (thread := d["thread"]) not in WORKER_THREADS
+                and thread is not None
+                and type(msg := d["msg"]) is str
+                and not (d["exc_info"] or d["exc_text"] or d["stack_info"])
+                and "ces" not in d
+                and _OTEL not in _modules
+            ):
+                try:
+                    text = msg % args if (args := d["args"]) else msg  # LogRecord.getMessage, for a str msg
+                except Exception:  # an argument's own __str__ may raise: the general way says what failed
+                    text = ""
+                buf = self._buffer
+                items = buf.items
+                if (
+                    0 < (size := len(text)) <= _SHORT
+                    and (size := size + ITEM_OVERHEAD) + buf.bytes_in <= buf.bytes_cap
+                    and len(items) < buf.max_items
+                ):
+                    buf.bytes_in += size
+                    items.append((d["created"], d["levelno"], d["name"], text, None, False, None))  # counts it
+                    appended = True
+                    if (n := len(items)) == 1 or n == buf.batch_size or not n & WAKE_MASK:  # buffer.wakes
+                        self._wake()
+                    return True
+        except Exception as e:
+            if not _raised_here(e):
+                raise  # the app's signal handler raised between two of our steps: the app's (see emit)
+            if appended:  # a bug of ours after the record was kept (and counted): said, never kept twice
+                self.handleError(record)
+                return True
+            # A bug of ours before, or a record that lacks a standard attribute: the general way deals with it.
+        # The general way. Records logged on a worker thread (urllib3's, a formatter's) must not loop back into
+        # a handler: the thread the record was made on (a QueueListener hands on other threads' records), read
+        # from the record; looked up only where logging.logThreads is off (then as threading has it now: gevent
+        # may have patched it since this module was imported).
         thread = record.thread
         if thread in WORKER_THREADS or (thread is None and threading.get_ident() in WORKER_THREADS):
             return False
         rv: Any = True
-        if self.filters:  # none (the usual case): not even the call
+        if self.filters:
             rv = self.filter(record)
             if isinstance(rv, logging.LogRecord):  # Python 3.12+: a filter may return a replacement record
                 record = rv
@@ -287,6 +349,8 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
         return rv
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Keep what can be sent of ``record`` (``Preparer.prepare``) in the buffer, for the worker. Never raises
+        (a bug of ours is counted as ``error``), never waits on the network (but see ``_deliver_now``)."""
         # A new process is noticed even where no at-fork hook ran (uWSGI): the record carries the pid that
         # logging read when it made it, so the usual case costs one comparison and no system call.
         if record.process != self._pid:
@@ -294,39 +358,14 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
         buf = self._buffer
         appended = False
         try:
-            # The common record (no formatter, extras, traceback or tracing; a short message) is kept here
-            # without a call: what ``Preparer.prepare`` keeps of it, exactly (tests hold the two equal).
-            # Anything else, a message that fails to format, or a long one, goes the general way.
-            d = record.__dict__
-            if (
-                self._fast
-                and len(d) <= PLAIN_RECORD_KEYS
-                and type(msg := d["msg"]) is str
-                and not (d["exc_info"] or d["exc_text"] or d["stack_info"])
-                and type(record) is _LogRecord
-                and _OTEL not in _modules
-                and "ces" not in d
-            ):
-                args = d["args"]
-                try:
-                    text = msg % args if args else msg  # LogRecord.getMessage, for a str msg
-                except Exception:
-                    text = ""  # prepare below says what failed
-                if 0 < len(text) <= _SHORT:
-                    item = (d["created"], d["levelno"], d["name"], text, None, False, None)
-                else:
-                    item = self.preparer.prepare(record, None)
-                    text = item[ITEM_TEXT]
-            else:
-                if record.levelno < self.event_level:  # below event_level: context for the next event (alarms.py)
-                    self.alarms.keep(record)
-                    return
-                if self._closed or not self._active:
-                    buf.refuse("closed" if self._active else "inactive")
-                    return
-                item = self.preparer.prepare(record, self.formatter)
-                text = item[ITEM_TEXT]
-            size = len(text) + ITEM_OVERHEAD
+            if record.levelno < self.event_level:  # below event_level: context for the next event (alarms.py)
+                self.alarms.keep(record)
+                return
+            if self._closed or not self._active:
+                buf.refuse("closed" if self._active else "inactive")
+                return
+            item = self.preparer.prepare(record, self.formatter)
+            size = len(item[ITEM_TEXT]) + ITEM_OVERHEAD
             wake = buf.offer(item, size)  # the record is counted by the append in it (see buffer.py)
             if wake < 0:  # FULL: nothing appended
                 if not self._room(buf, size):
@@ -335,11 +374,7 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
                 wake = buf.put(item, size)
             appended = True
             if wake:  # the buffer's rule says the worker must look now
-                worker = self._worker
-                if worker is not None:
-                    worker.wakeup.set()
-                    if not worker.alive:
-                        self._start()
+                self._wake()
             if lifecycle.terminating_until is not None and lifecycle.terminating():
                 self._deliver_now()
         except Exception as e:
@@ -353,6 +388,14 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
                     buf.refuse("error")
             self.handleError(record)
 
+    def _wake(self) -> None:
+        """The buffer's rule says the worker must look now; a worker that is not running is started."""
+        worker = self._worker
+        if worker is not None:
+            worker.wakeup.set()
+            if not worker.alive:
+                self._start()
+
     def _new_process(self) -> None:
         """A record from another pid: this process may be a fork that ran no at-fork hook; then every handler
         starts afresh (``forks.py``) before the record goes into a buffer of its own. Or the record was made in
@@ -362,6 +405,7 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
                 return
             forks.changed()
             self._pid = os.getpid()  # a closed handler is not renewed: ask once, not on every record
+            self._refresh_fast()
         except Exception:
             pass
 
@@ -619,6 +663,7 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
         """The child gets an empty buffer, fresh counters, a new worker (started by its first emit) and new
         connections: what the parent had queued is the parent's to send."""
         self._pid = os.getpid()
+        self._refresh_fast()
         self._start_lock = threading.RLock()
         self._starting_since = 0.0
         self._restarts = 0
@@ -632,7 +677,7 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
 
 
 _PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
-# emit's fast path, as globals (one look-up each)
+# handle's fast path, as globals (one look-up each)
 _LogRecord: Final = logging.LogRecord
 _modules: Final = sys.modules
 _OTEL: Final = "opentelemetry.trace"  # imported only by an app that traces: then prepare adds the span's ids

@@ -59,6 +59,8 @@ class Managed(Protocol):
 
     def _is_open(self) -> bool: ...
 
+    def _refresh_fast(self) -> None: ...
+
 
 _HANDLERS: weakref.WeakSet[Any] = weakref.WeakSet()
 _DRAINING: set[Worker] = set()  # workers of closed handlers still delivering in the background
@@ -211,8 +213,11 @@ def _handle_sigterm(signum: int, frame: Any) -> None:
         # A graceful shutdown follows; the server may then end the process by the default action without
         # any hook of ours running (uvicorn restores the disposition it found and raises SIGTERM again), so
         # what is logged from now on is delivered as it is logged, for one grace period.
-        grace = max([h.grace_period for h in open_handlers()] + [0.0])
+        handlers = open_handlers()
+        grace = max([h.grace_period for h in handlers] + [0.0])
         terminating_until = time.monotonic() + grace
+        for h in handlers:  # their fast path ends: each record now goes the way that delivers it at once
+            h._refresh_fast()
         previous(signum, frame)  # a server's graceful shutdown, or the app's own handler
         return
     # The default: end by SIGTERM, as the process would have without us.

@@ -10,7 +10,7 @@ overrides: never the record, its arguments or its traceback's frames, so a queue
 few hundred bytes (``ITEM_OVERHEAD``), whatever the app held when it logged.
 
 The worker's half, the event itself, is ``mapping.EventBuilder``: nothing here sanitises a field or assigns a
-time, which costs the app's thread nothing it need not pay. ``CESHandler.emit`` keeps the commonest record (a
+time, which costs the app's thread nothing it need not pay. ``CESHandler.handle`` keeps the commonest record (a
 plain message, no formatter) without calling ``prepare``, exactly as ``prepare`` would keep it
 (tests/test_hot_path.py holds the two equal).
 

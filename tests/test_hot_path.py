@@ -1,5 +1,7 @@
-"""``emit``'s fast path keeps exactly what ``Preparer.prepare`` keeps, for every kind of record; and it is
-used only while it may be (no formatter, open, active, plain items).
+"""``handle``'s fast path keeps exactly what ``Preparer.prepare`` keeps, for every kind of record, and wakes
+the worker exactly when ``RecordBuffer.offer`` would; it is used only while it may be (no formatter, open,
+active, plain items, no SIGTERM handed on, no subclass's own ``emit``), and whatever goes wrong in it never
+reaches the app and never keeps a record twice.
 
 The items are read from the handler's buffer before the worker takes them (a long ``flush_interval`` and a
 batch size above the records logged keep them there), then compared with what ``prepare`` makes of the same
@@ -161,4 +163,134 @@ def test_records_made_on_a_worker_thread_never_loop_back(
     log.warning("from the app's thread")
     s = h.stats
     assert s.received == 1  # the app's record only
+    assert s.sent + s.dropped + s.queued + s.folded == s.received
+
+
+class _Wakeups:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def set(self) -> None:
+        self.n += 1
+
+
+class _StubWorker:
+    """Stands in for the worker: counts wake-ups and takes nothing, so the buffer's length is the records'."""
+
+    alive = True
+
+    def __init__(self) -> None:
+        self.wakeup = _Wakeups()
+
+
+def test_the_fast_path_wakes_the_worker_by_the_buffers_rule(emu: Emulator) -> None:
+    """The fast path writes ``buffer.wakes`` out; the general way (a formatter) goes through ``offer``: both
+    must wake the worker on exactly the records the rule names (first, a full batch, every 1024th)."""
+    from ces_logging.buffer import wakes
+
+    h = CESHandler(project_id=PROJECT, endpoint=emu.url, flush_interval=60.0, batch_size=7, handle_sigterm=False)
+    log = logging.getLogger(f"hotwake{time.monotonic_ns()}")
+    log.propagate = False
+    log.addHandler(h)
+    real = h._worker
+    try:
+        for formatter in (None, logging.Formatter("%(message)s")):
+            h.setFormatter(formatter)
+            assert h._fast is (formatter is None)
+            stub = _StubWorker()
+            h._worker = stub  # type: ignore[assignment]
+            start = len(h._buffer.items)
+            for i in range(2100):
+                log.warning("record %s", i)
+            assert len(h._buffer.items) == start + 2100
+            assert stub.wakeup.n == sum(wakes(n, 7) for n in range(start + 1, start + 2101)), formatter
+    finally:
+        h._worker = real
+    h.setFormatter(None)
+    assert h.flush(timeout=30)
+    assert wait_for(lambda: emu.count(PROJECT) == 4200)
+    s = h.stats
+    assert s.sent == 4200 and s.queued == 0
+    assert s.sent + s.dropped + s.queued + s.folded == s.received
+    log.removeHandler(h)
+    h.close()
+
+
+class _Explodes:
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+def test_an_argument_that_cannot_be_printed_never_reaches_the_app(
+    emu: Emulator, pair: tuple[logging.Logger, CESHandler, Keep]
+) -> None:
+    log, h, keep = pair
+    log.warning("value %s", _Explodes())  # must not raise here
+    assert h._buffer.items[-1] == h.preparer.prepare(keep.records[-1], None)
+    assert h.flush(timeout=10)
+    assert wait_for(lambda: emu.count(PROJECT) == 1)
+    s = h.stats
+    assert s.sent == 1 and s.queued == 0
+    assert s.sent + s.dropped + s.queued + s.folded == s.received
+
+
+def test_a_record_missing_a_standard_attribute_never_reaches_the_app(
+    pair: tuple[logging.Logger, CESHandler, Keep],
+) -> None:
+    log, h, _ = pair
+    record = log.makeRecord(log.name, logging.WARNING, "f", 1, "odd %s", (1,), None)
+    del record.exc_text  # some code strips records; the fast path reads exc_text
+    h.handle(record)  # must not raise
+    s = h.stats
+    assert s.received == 1
+    assert s.sent + s.dropped + s.queued + s.folded == s.received
+
+
+def test_a_subclass_with_its_own_emit_gets_every_record(emu: Emulator) -> None:
+    seen: list[str] = []
+
+    class Mine(CESHandler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+            super().emit(record)
+
+    h = Mine(project_id=PROJECT, endpoint=emu.url, handle_sigterm=False)
+    log = logging.getLogger(f"hotsub{time.monotonic_ns()}")
+    log.propagate = False
+    log.addHandler(h)
+    try:
+        assert not h._fast
+        log.warning("mine %s", 1)
+        assert seen == ["mine 1"]
+        assert h.flush(timeout=10)
+        assert wait_for(lambda: emu.count(PROJECT) == 1)
+        s = h.stats
+        assert s.sent == 1 and s.queued == 0
+        assert s.sent + s.dropped + s.queued + s.folded == s.received
+    finally:
+        log.removeHandler(h)
+        h.close()
+
+
+def test_a_sigterm_handed_on_ends_the_fast_path(
+    emu: Emulator, pair: tuple[logging.Logger, CESHandler, Keep], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After SIGTERM is handed on to a server's handler, each record must be delivered as it is logged (the
+    server may end the process at any moment): the fast path, which only queues, must be off."""
+    from ces_logging import lifecycle
+
+    log, h, _ = pair
+    handed: list[int] = []
+    monkeypatch.setattr(lifecycle, "_previous_sigterm", lambda signum, frame: handed.append(signum))
+    monkeypatch.setattr(lifecycle, "terminating_until", None)
+    assert h._fast
+    lifecycle._handle_sigterm(15, None)
+    assert handed == [15]
+    assert not h._fast
+    log.warning("after SIGTERM %s", 1)
+    assert emu.count(PROJECT) == 1  # delivered before the call returned
+    s = h.stats
+    assert wait_for(lambda: h.stats.queued == 0)
+    s = h.stats
+    assert s.sent == 1
     assert s.sent + s.dropped + s.queued + s.folded == s.received
