@@ -897,6 +897,12 @@ def row_import(r: Report, runs: int = 7) -> None:
             "import ces_logging, contextlib, io\nwith contextlib.redirect_stderr(io.StringIO()):\n"
             "    ces_logging.configure()"
         ),
+        # No target: what a process that will send pays before its first record (the HTTP stack comes with the
+        # worker's first send, or a query).
+        "`import ces_logging` + a sending handler built (AK/SK, http endpoint)": (
+            "from ces_logging import CESHandler\n"
+            "CESHandler(project_id='p', endpoint='http://127.0.0.1:9', ak='A', sk='S', grace_period=0)"
+        ),
     }
     try:
         import watchtower  # noqa: F401
@@ -1191,7 +1197,9 @@ absolute µs and events/s move by 10-30 % from run to run; ratios measured side 
 (interleaved rounds, alternated pairs) are the numbers to compare.
 
 0. Cold start: `import ces_logging` <= 3x `import logging, json, threading`, median of 7 fresh interpreters.
-   Every process pays it when it starts (a CLI call, a `manage.py` command, a serverless cold start).
+   Every process pays it when it starts (a CLI call, a `manage.py` command, a serverless cold start). The line
+   "a sending handler built" has no target: what a process that will send pays before its first record (the
+   HTTP stack comes later: the worker's lean POST loads sockets and TLS at its first send, a query `requests`).
 1. Caller cost: what one `logger.warning` costs the app's thread while the worker delivers. Target: CESHandler
    with defaults <= 1.25x the NullHandler on the caller's CPU clock. The wall column is what a CPU-bound app
    on a GIL interpreter sees: the call and the worker's share of the GIL for the records it delivers meanwhile.

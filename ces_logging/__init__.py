@@ -5,10 +5,11 @@ ces_logging.configure()          # reads CES_ENDPOINT / CES_REGION, CES_PROJECT_
 logging.getLogger("shop").error("payment failed")   # -> a Major, incident event "shop"
 
 Importing the package is cheap: the HTTP stack (requests, urllib3, ssl) and python-json-logger are loaded when
-first needed (a handler that will send, a JSON formatter, a CLI command), never by ``import ces_logging`` or by
-a ``configure()`` that finds nothing configured. Every process pays its imports when it starts (each
-``manage.py`` command, each CLI call, each serverless cold start). So the names that need the HTTP stack are
-exported lazily, by ``__getattr__`` below; for a type checker they are ordinary imports.
+first needed (the worker's first send, a query, a JSON formatter, a CLI command), never by ``import ces_logging``,
+by a ``configure()`` that finds nothing configured, or by building a handler that will send. Every process pays
+its imports when it starts (each ``manage.py`` command, each CLI call, each serverless cold start). So the names
+that need the HTTP stack or the dataclasses are exported lazily, by ``__getattr__`` below; for a type checker
+they are ordinary imports.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ process was noticed.
 
 This is the one way to renew anything in a new process. Each module registers the renewal of its own state
 here when it is imported (a lock, a table, a token: ``identity``, ``notice``, ``throttle``, ``spool``,
-``mapping``'s time tables, ``worker``'s thread set, ``auth``'s providers, ``deadline``'s watchdog,
-``sigwatch``'s pipe and ``lifecycle``'s registry). The order rule, in two phases:
+``mapping``'s time tables, ``worker``'s thread set, ``auth``'s providers, ``watchdog``'s thread, ``client``'s
+build lock, ``sigwatch``'s pipe and ``lifecycle``'s registry). The order rule, in two phases:
 
 1. module state (``on_new_process(fn)``): each renews its own module's state and nothing else, so these run
    in any order (the order of import, which nobody should rely on);

@@ -84,7 +84,7 @@ def _client_for(opts: Options, env: Mapping[str, str] | None) -> CESClient | Non
             interval=3600,
         )
         return None
-    from ._service.client import CESClient  # requests, urllib3, ssl: only for a handler that will send
+    from ._service.client import CESClient  # only for a handler that will send (no HTTP stack until it sends)
 
     return CESClient(
         opts.project_id,

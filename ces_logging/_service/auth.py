@@ -1,4 +1,4 @@
-"""Authentication for Cloud Eye, each scheme a ``requests.auth.AuthBase`` that plugs into any session.
+"""Authentication for Cloud Eye, each scheme an auth callable of ``requests`` that plugs into any session.
 
 - ``AKSKAuth``: SDK-HMAC-SHA256 request signing, exactly as the official SDK's ``Signer`` does it
   (docs/api.md, 'Authentication'). The canonical-request functions are public so that the emulator verifies
@@ -9,6 +9,11 @@
 Every class here hides its secrets in ``repr``, and every credential value is checked before it can reach a
 header (``clean_credential``): a value with a newline would otherwise make the HTTP stack raise an error that
 quotes it.
+
+Building any of them loads no HTTP stack: a sending handler builds its signer on the app's thread, and the
+worker's POST signs through ``headers_for`` without ``requests``. So the signers are plain callables
+(``requests`` takes any ``auth(request) -> request``; its ``AuthBase`` is only a base class with ``__call__``),
+and the providers that fetch over HTTP import ``requests`` when they first fetch.
 """
 
 from __future__ import annotations
@@ -23,16 +28,15 @@ import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
-
-import requests
-from requests.auth import AuthBase
 
 from .. import forks
 from ..config import check_endpoint
 from ..errors import CESAuthError, CESError, CESTransportError, ConfigError
-from .deadline import new_session, total_deadline
+
+if TYPE_CHECKING:
+    import requests
 
 ALGORITHM = "SDK-HMAC-SHA256"
 DATE_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -243,6 +247,16 @@ class RefreshingProvider:
             self._value = None
 
 
+def _fetch_session(given: requests.Session | None, pool_maxsize: int) -> requests.Session:
+    """The session a provider fetches with: the caller's, or one of ours with the total deadline, made at the
+    first fetch (under the provider's lock: one per provider)."""
+    if given is not None:
+        return given
+    from .deadline import new_session  # requests: at the first fetch, not when the provider is built
+
+    return new_session(pool_maxsize)
+
+
 def _iso_to_epoch(value: str) -> float:
     v = value.strip().replace("Z", "+00:00")
     dt = datetime.fromisoformat(v)
@@ -272,11 +286,16 @@ class MetadataCredentialsProvider(RefreshingProvider):
     ) -> None:
         super().__init__(refresh_before)
         self.base_url = (base_url or DEFAULT_METADATA_URL).rstrip("/")
-        self._session = session or new_session(2)
+        self._session = session  # None: ours, made at the first fetch
         self._timeout = timeout
 
     def _fetch(self) -> tuple[Credentials, float | None]:
+        import requests
+
+        from .deadline import total_deadline
+
         url = self.base_url + METADATA_PATH
+        self._session = _fetch_session(self._session, 2)
         try:
             with total_deadline(self._timeout):  # the whole answer within the timeout, not each byte of it
                 r = self._session.get(url, timeout=self._timeout)
@@ -303,8 +322,9 @@ class MetadataCredentialsProvider(RefreshingProvider):
         return f"MetadataCredentialsProvider(base_url={self.base_url!r})"
 
 
-class AKSKAuth(AuthBase):
-    """Signs each request with SDK-HMAC-SHA256 (the official SDK's scheme)."""
+class AKSKAuth:
+    """Signs each request with SDK-HMAC-SHA256 (the official SDK's scheme): an auth object for ``requests``
+    (``session.auth = ...``) as well as for ``CESClient``."""
 
     def __init__(
         self,
@@ -384,8 +404,9 @@ class TokenProvider(Protocol):
     def invalidate(self) -> None: ...
 
 
-class TokenAuth(AuthBase):
-    """``X-Auth-Token`` from a fixed token or from a provider (asked before each request: it caches)."""
+class TokenAuth:
+    """``X-Auth-Token`` from a fixed token or from a provider (asked before each request: it caches): an auth
+    object for ``requests`` as well as for ``CESClient``."""
 
     def __init__(self, token: str | TokenProvider) -> None:
         if isinstance(token, str):
@@ -455,7 +476,7 @@ class IAMPasswordTokenProvider(RefreshingProvider):
         # The password travels in the body: plain http only to this machine, as for the CES endpoint.
         self.iam_endpoint = check_endpoint(iam_endpoint, allow_insecure=allow_insecure)
         self._timeout = timeout
-        self._session = session or new_session(2)
+        self._session = session  # None: ours, made at the first fetch
 
     def __repr__(self) -> str:
         return (
@@ -464,6 +485,11 @@ class IAMPasswordTokenProvider(RefreshingProvider):
         )
 
     def _fetch(self) -> tuple[str, float | None]:
+        import requests
+
+        from .deadline import total_deadline
+
+        self._session = _fetch_session(self._session, 2)
         scope = {"project": {"id": self.project_id} if self.project_id else {"name": self.region}}
         body = {
             "auth": {

@@ -1,27 +1,35 @@
 """``CESClient``: report events and query them.
 
 Queries and every other call go over ``requests``, with environment settings (proxy variables, CA bundle
-variables) merged once, at construction, not per call. The hot path, ``post_events_body`` (the worker's POST of
-a ready JSON body, once per 100 events), goes over ``transport.FastPost`` (``http.client`` directly, with the
-same CA bundle, proxies, total deadline and error model) whenever it can: the client's own session, a signer of
-this package (``AKSKAuth``, ``TokenAuth``) and a direct connection or an ``http://`` proxy. Otherwise (a session
-or an auth object of the caller's own, a socks proxy) it goes over ``requests`` too. Measured in
-``benchmarks/``: see RESULTS.md for the ratio.
+variables) merged once, at the first request, not per call. The hot path, ``post_events_body`` (the worker's
+POST of a ready JSON body, once per 100 events), goes over ``transport.FastPost`` (the standard library's
+sockets, with the same CA bundle, proxies, total deadline and error model) whenever it can: the client's own
+session, a signer of this package (``AKSKAuth``, ``TokenAuth``) and a direct connection or an ``http://``
+proxy. Otherwise (a session or an auth object of the caller's own, a socks proxy) it goes over ``requests`` too.
+Measured in ``benchmarks/``: see RESULTS.md for the ratio.
+
+Building a client checks everything (endpoint, credentials, project id, timeout: a ``ConfigError`` there) and
+loads no HTTP stack: a handler builds its client on the app's thread, at a cold start or in a ``manage.py``
+command, before anything is logged, and ``requests`` with ``urllib3``, ``ssl`` and the email package is about
+100 ms of imports. What the first request needs is made then, once, under a lock (``_build_lock``): the
+environment's settings and the lean transport on the worker's first send (no ``requests`` when no proxy
+variable is set), the ``requests`` session at the first request that goes over it (a query, the CLI, a session
+or auth object of the caller's own, a proxy).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.utils import parsedate_to_datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from urllib.parse import quote, urlsplit
 
-import requests
-from requests.auth import AuthBase
-
+from .. import forks
 from ..config import is_loopback, resolve_endpoint, resolve_project_id
 from ..errors import (
     CertificateFailure,
@@ -38,8 +46,12 @@ from ..events import EVENT_TYPE_CUSTOM, MAX_EVENTS_PER_REQUEST, QUERY_MAX_LIMIT
 from ..model import CustomEvent, EventRecord
 from .auth import AKSKAuth, TokenAuth, TokenProvider, encode_query
 from .credentials import resolve_auth
-from .deadline import DeadlineAdapter, total_deadline
-from .transport import FastPost, certificate_problem, requote_path
+
+if TYPE_CHECKING:
+    import requests
+    from requests.adapters import BaseAdapter
+
+    from .transport import FastPost
 
 USER_AGENT = "ces-logging/0.2"
 _JSON_TYPE = "application/json;charset=UTF-8"
@@ -65,6 +77,49 @@ class EventDetailPage:
     event_info: list[EventRecord]
     total: int
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+class _Wire(NamedTuple):
+    """How requests reach the endpoint, resolved at the first one: the environment's proxies and CA bundle as
+    ``requests`` merges them, and the lean transport when the hot POST can use it."""
+
+    proxies: dict[str, str]
+    verify: bool | str
+    fast: FastPost | None
+    events_path: str  # the events URL's path as ``requests`` sends (and signs) it
+
+
+# What a client makes at its first use is made under this lock: one session, one resolution, however many threads
+# ask at once (re-entrant: resolving the settings may make the session). Renewed in a new process (the parent's
+# may be held by a thread that is gone), and made again once gevent or eventlet patched ``threading`` (a greenlet
+# must not wait on a real lock: green.py); ``threading.Lock`` tells, as for the throttle (``RLock`` stays the
+# same function, building on the patched lock).
+_build_lock = threading.RLock()
+_build_lock_made_with = threading.Lock
+
+
+def _lock() -> Any:
+    global _build_lock, _build_lock_made_with
+    if _build_lock_made_with is not threading.Lock:
+        _build_lock, _build_lock_made_with = threading.RLock(), threading.Lock
+    return _build_lock
+
+
+def _renew_lock_after_fork() -> None:
+    global _build_lock, _build_lock_made_with
+    _build_lock, _build_lock_made_with = threading.RLock(), threading.Lock
+
+
+forks.on_new_process(_renew_lock_after_fork)
+
+
+def _no_proxy_configured() -> bool:
+    """True when ``requests`` would find no proxy for any URL: no ``*_proxy`` variable with a value (any case),
+    on a system where the environment is the only source (``urllib.request.getproxies`` also reads the
+    system's settings on macOS and Windows)."""
+    if sys.platform == "darwin" or os.name == "nt":
+        return False
+    return not any(value and name.lower().endswith("_proxy") for name, value in os.environ.items())
 
 
 def to_ms(t: int | float | datetime | None) -> int | None:
@@ -96,7 +151,7 @@ class CESClient:
         security_token: str | None = None,
         token: str | None = None,
         token_provider: TokenProvider | None = None,
-        auth: AuthBase | None = None,
+        auth: Callable[[requests.PreparedRequest], requests.PreparedRequest] | None = None,
         timeout: float = 10.0,
         verify: bool | str = True,
         session: requests.Session | None = None,
@@ -110,7 +165,7 @@ class CESClient:
         if auth is not None:
             if any(x is not None for x in (ak, sk, token, token_provider)):
                 raise ConfigError("pass either auth= or credentials (ak/sk, token, token_provider), not both")
-            self.auth: AuthBase | None = auth
+            self.auth: Callable[[requests.PreparedRequest], requests.PreparedRequest] | None = auth
             self.auth_source = "arguments (auth object)"
             pid_hint = None
         else:
@@ -129,26 +184,16 @@ class CESClient:
         if isinstance(self.auth, AKSKAuth) and not self.auth.project_id:
             self.auth.project_id = self.project_id
         self.timeout = float(timeout)
+        self._verify_arg = verify
         self._own_session = session is None
-        self.session = session or requests.Session()
-        if self._own_session:
-            # One request at a time per handler; a few spare connections for direct callers.
-            # DeadlineAdapter: ``timeout`` bounds the whole exchange, not each read (deadline.py).
-            self.session.mount("https://", DeadlineAdapter(pool_connections=1, pool_maxsize=4))
-            self.session.mount("http://", DeadlineAdapter(pool_connections=1, pool_maxsize=4))
-        self.session.headers["User-Agent"] = USER_AGENT
-        # Environment settings (proxies, REQUESTS_CA_BUNDLE) merged once, not per request.
-        settings = self.session.merge_environment_settings(self.endpoint, {}, False, verify, None)
-        self._proxies: dict[str, str] = dict(settings["proxies"])
-        self._verify: bool | str = True if settings["verify"] is None else settings["verify"]
-        self._adapter = self.session.get_adapter(self.endpoint)
+        self._session = session  # ours is made at its first use (``session``)
+        if session is not None:
+            session.headers["User-Agent"] = USER_AGENT
+        self._wire_state: _Wire | None = None  # resolved at the first request (``_wire``)
+        self._adapter_state: BaseAdapter | None = None
         self._base = f"{self.endpoint}/V1.0/{quote(self.project_id, safe='')}"
         self._events_url = f"{self._base}/events"
-        self._events_path = requote_path(urlsplit(self._events_url).path)  # as requests sends (and signs) it
         self._events_netloc = urlsplit(self._events_url).netloc
-        fast = FastPost(self.endpoint, self._verify, self._proxies)
-        own_auth = self.auth is None or type(self.auth) in (AKSKAuth, TokenAuth)
-        self._fast: FastPost | None = fast if fast.usable and own_auth and self._own_session else None
 
     def __repr__(self) -> str:
         return (
@@ -156,18 +201,83 @@ class CESClient:
             f"timeout={self.timeout})"
         )
 
+    # --- what the first request makes -------------------------------------------------------------------------
+
+    @property
+    def session(self) -> requests.Session:
+        """The ``requests`` session of queries and of every request off the lean path: the caller's, or one of
+        ours, made (and ``requests`` imported) at its first use."""
+        s = self._session
+        if s is None:
+            with _lock():
+                s = self._session
+                if s is None:
+                    from .deadline import new_session
+
+                    # One request at a time per handler; a few spare connections for direct callers.
+                    # DeadlineAdapter: ``timeout`` bounds the whole exchange, not each read (deadline.py).
+                    s = new_session(pool_maxsize=4)
+                    s.headers["User-Agent"] = USER_AGENT
+                    self._session = s
+        return s
+
+    def _wire(self) -> _Wire:
+        wire = self._wire_state
+        if wire is None:
+            with _lock():
+                wire = self._wire_state
+                if wire is None:
+                    wire = self._wire_state = self._resolve_wire()
+        return wire
+
+    def _resolve_wire(self) -> _Wire:
+        """The environment's settings, merged once (``Session.merge_environment_settings``'s answer). Known
+        without ``requests`` for our own session when no proxy is configured: no proxies, and the CA bundle
+        variables' bundle for ``verify=True``, as ``requests`` reads them."""
+        verify: bool | str
+        if self._own_session and _no_proxy_configured():
+            proxies: dict[str, str] = {}
+            verify = self._verify_arg
+            if verify is True or verify is None:
+                verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        else:
+            settings = self.session.merge_environment_settings(self.endpoint, {}, False, self._verify_arg, None)
+            proxies = dict(settings["proxies"])
+            verify = True if settings["verify"] is None else settings["verify"]
+        from .transport import FastPost, requote_path  # socket and ssl: the lean path's own
+
+        events_path = requote_path(urlsplit(self._events_url).path)  # as requests sends (and signs) it
+        fast = FastPost(self.endpoint, verify, proxies)
+        own_auth = self.auth is None or type(self.auth) in (AKSKAuth, TokenAuth)
+        return _Wire(proxies, verify, fast if fast.usable and own_auth and self._own_session else None, events_path)
+
+    @property
+    def _fast(self) -> FastPost | None:
+        """The lean transport of the hot POST, or None when it goes over ``requests`` (see the module)."""
+        return self._wire().fast
+
+    @property
+    def _adapter(self) -> BaseAdapter:
+        adapter = self._adapter_state
+        if adapter is None:
+            adapter = self._adapter_state = self.session.get_adapter(self.endpoint)
+        return adapter
+
     def reset_connections(self) -> None:
         """Drop pooled connections (after ``fork``: the parent's sockets are not the child's to use)."""
-        for adapter in self.session.adapters.values():
-            adapter.close()
-        if self._fast is not None:
-            self._fast.reset()
+        if self._session is not None:
+            for adapter in self._session.adapters.values():
+                adapter.close()
+        wire = self._wire_state
+        if wire is not None and wire.fast is not None:
+            wire.fast.reset()
 
     def close(self) -> None:
-        if self._own_session:
-            self.session.close()
-        if self._fast is not None:
-            self._fast.reset()
+        if self._own_session and self._session is not None:
+            self._session.close()
+        wire = self._wire_state
+        if wire is not None and wire.fast is not None:
+            wire.fast.reset()
 
     def __enter__(self) -> CESClient:
         return self
@@ -212,6 +322,12 @@ class CESClient:
         return True
 
     def _send_once(self, method: str, url: str, body: bytes | None, timeout: float | None) -> requests.Response:
+        import requests  # here: a client that only reports over the lean path never loads it
+
+        from .deadline import total_deadline
+        from .transport import certificate_problem
+
+        wire = self._wire()
         req = requests.PreparedRequest()
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if body is not None:
@@ -220,7 +336,7 @@ class CESClient:
         try:
             req.prepare(method=method, url=url, headers=headers, data=body, auth=self.auth)
             with total_deadline(seconds):
-                resp = self._adapter.send(req, timeout=seconds, verify=self._verify, proxies=self._proxies)
+                resp = self._adapter.send(req, timeout=seconds, verify=wire.verify, proxies=wire.proxies)
                 resp.content  # noqa: B018 - the body too is read within the deadline
             return resp
         except CESError:
@@ -256,29 +372,31 @@ class CESClient:
         body checked to be a JSON array by its first byte only. A 2xx without a body (204, or a 201 some
         gateway emptied) is what it says: the events were taken. A 2xx with something else (a portal's HTML
         page) raises ``CESError``, a 3xx ``CESEndpointError``."""
-        if self._fast is None:
+        wire = self._wire()
+        if wire.fast is None:
             resp = self.request("POST", self._events_url, body, timeout=timeout)
             status, content = resp.status_code, resp.content
         else:
-            status, content = self._post_fast(body, self.timeout if timeout is None else timeout)
+            status, content = self._post_fast(wire, body, self.timeout if timeout is None else timeout)
         head = content.lstrip()[:1]
         if head != b"[" and head:
             raise not_an_array(status, content)
         return status, content
 
-    def _post_fast(self, body: bytes, timeout: float) -> tuple[int, bytes]:
+    def _post_fast(self, wire: _Wire, body: bytes, timeout: float) -> tuple[int, bytes]:
         """The hot POST over ``transport.FastPost``, with ``request``'s rules: 2xx answered, a 401 with a
         refreshable auth refreshed and sent once more, any other failure a ``CESError``."""
-        assert self._fast is not None
+        fast = wire.fast
+        assert fast is not None
         auth = cast("AKSKAuth | TokenAuth | None", self.auth)  # the hot path is ours only with these (__init__)
         for attempt in (1, 2):
             headers = {"User-Agent": USER_AGENT, "Accept": "application/json", "Content-Type": _JSON_TYPE}
             if auth is not None:  # a signer of ours (see __init__): it raises CESError, nothing else
-                headers.update(auth.headers_for("POST", self._events_netloc, self._events_path, "", headers, body))
+                headers.update(auth.headers_for("POST", self._events_netloc, wire.events_path, "", headers, body))
             try:
-                status, content, answer = self._fast.post(self._events_path, headers, body, timeout)
+                status, content, answer = fast.post(wire.events_path, headers, body, timeout)
             except CertificateFailure as e:
-                raise certificate_error(self._fast.host, str(e)) from None
+                raise certificate_error(fast.host, str(e)) from None
             except TransportFailure as e:
                 text = transport_error_text(e, headers, limit=400)
                 raise CESTransportError(f"POST {self._events_url} failed: {text}") from None
@@ -377,6 +495,8 @@ class CESClient:
                 headers = self._send_once("GET", self.endpoint + "/", None, 5.0).headers
             except CESError:
                 return None
+        from email.utils import parsedate_to_datetime  # the email package: only here
+
         date = headers.get("Date")
         try:
             return parsedate_to_datetime(date).timestamp() if date else None

@@ -25,14 +25,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import requests
-from requests.auth import AuthBase
+from typing import TYPE_CHECKING
 
 from .. import notice
 from ..config import ENV_TOKEN, env_first
 from ..errors import CESError, CESNoCredentialsError, ConfigError
 from .auth import AKSKAuth, Credentials, MetadataCredentialsProvider, TokenAuth, TokenProvider
+
+if TYPE_CHECKING:
+    import requests
 
 ENV_METADATA_URL = "CES_METADATA_URL"
 METADATA_OFF = "off"  # CES_METADATA_URL=off: no metadata service here; nothing found is a ConfigError
@@ -93,7 +94,7 @@ def _profile_file(env: Mapping[str, str]) -> Path | None:
 
 @dataclass(frozen=True)
 class ResolvedAuth:
-    auth: AuthBase | None  # None: no credentials, only for an open (local) endpoint
+    auth: AKSKAuth | TokenAuth | None  # None: no credentials, only for an open (local) endpoint
     source: str  # "arguments", "environment", "profile file <path>", "metadata <url>", "none"
     project_id: str | None = None  # a project id the source carried (profile file)
 

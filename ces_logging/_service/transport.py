@@ -4,10 +4,11 @@ Why a transport of its own: the worker sends at most 100 events a request (the A
 request costs is paid once every 100 events, and through ``requests`` + ``urllib3`` it cost 0.45-0.7 ms of CPU
 (header dicts, URL parsing, pool keys, retries objects, the email-based header parser): a third of the worker's
 CPU per event (benchmarks/RESULTS.md, the CPU split); ``http.client`` alone still spent half of that parsing
-the answer's headers with the email package. So ``http.client`` makes the connection (its proxy tunnel, its
-TLS wrapping: the standard library's), and ``exchange`` below writes the request and reads the answer (status,
-headers, a body by Content-Length, chunked or to the end: HTTP/1.1 as RFC 9112 says, nothing more). 0.14 ms a
-POST. This module keeps what ``requests`` gave the hot path and nothing else:
+the answer's headers with the email package. So the standard library makes the connection (``socket``, the
+TLS wrapping of ``ssl``; ``http.client``'s ``CONNECT`` for a proxy tunnel), and ``exchange`` below writes the
+request and reads the answer (status, headers, a body by Content-Length, chunked or to the end: HTTP/1.1 as
+RFC 9112 says, nothing more). 0.14 ms a POST. This module keeps what ``requests`` gave the hot path and nothing
+else:
 
 - TLS verification as ``requests`` does it: the CA bundle ``requests`` would use (``verify=True``: certifi's,
   or ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` as resolved by the session; a path: that file or directory),
@@ -16,7 +17,7 @@ POST. This module keeps what ``requests`` gave the hot path and nothing else:
   carries an ``https`` endpoint through a ``CONNECT`` tunnel (with its ``user:password`` as Basic auth). Any
   other proxy (socks, an ``https://`` proxy, a plain-http endpoint through a proxy) is not handled here:
   ``usable`` says no and the client keeps using ``requests`` for it.
-- The total deadline (``deadline.py``): every socket of the exchange is cut when the deadline passes, so a
+- The total deadline (``watchdog.py``): every socket of the exchange is cut when the deadline passes, so a
   server that trickles bytes cannot hold a sender past ``timeout``.
 - The error model: a non-2xx answer is handed back as (status, body, headers) for ``CESError.from_response``;
   a transport failure becomes ``TransportFailure`` with a text that names the failure, never a header value;
@@ -30,13 +31,17 @@ Connections are kept alive, in a small pool (one per sender thread at a time). A
 server has closed meanwhile is noticed before use (it is readable: EOF) and replaced, as ``urllib3`` does. A
 failure after the request went out is the caller's to retry (the worker's back-off, counted in ``retries``),
 as it was over ``requests``, which does not resend either.
+
+Its imports are the standard library's (``http.client``, which loads the email package, only for a proxy
+tunnel): a process's first send over this path must not load ``requests`` or ``urllib3`` (see client.py).
 """
 
 from __future__ import annotations
 
 import base64
-import http.client
+import contextlib
 import os
+import select
 import socket
 import ssl
 import threading
@@ -45,10 +50,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from urllib3.util.wait import wait_for_read
-
 from ..errors import CertificateFailure, TransportFailure
-from .deadline import total_deadline, watch
+from .watchdog import total_deadline, watch
 
 MAX_IDLE = 8  # pooled idle connections kept (one per sender; the throttle allows a few senders)
 
@@ -147,25 +150,42 @@ class FastPost:
             sock.close()
 
     def _connect(self, timeout: float) -> socket.socket:
-        """A new connection, TLS and proxy tunnel included (``http.client`` makes it: its CONNECT and its
-        TLS wrapping are the standard library's; the exchange is ours, see ``exchange``)."""
-        conn: http.client.HTTPConnection
-        if self.scheme == "https":
-            if self._ctx is None:
-                self._ctx = tls_context(self._verify)
-            if self._proxy is not None:
-                phost, pport, pauth = self._proxy
-                conn = http.client.HTTPSConnection(phost, pport, timeout=timeout, context=self._ctx)
-                conn.set_tunnel(self.host, self.port, {"Proxy-Authorization": pauth} if pauth else None)
-            else:
-                conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self._ctx)
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        """A new connection, TLS included, each socket under the current deadline (the TCP one before the TLS
+        handshake: a stalled handshake is cut too). What ``http.client`` does to connect, without loading it."""
+        if self._proxy is not None:
+            return self._connect_tunnel(timeout)
+        sock = socket.create_connection((self.host, self.port), timeout)
+        watch(sock)
+        try:
+            with contextlib.suppress(OSError):  # not every system has it; a latency matter only
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.scheme == "https":
+                sock = self._context().wrap_socket(sock, server_hostname=self.host)
+                watch(sock)  # the TLS socket: wrapping detached the raw one watched above (its descriptor is gone)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _context(self) -> ssl.SSLContext:
+        if self._ctx is None:
+            self._ctx = tls_context(self._verify)
+        return self._ctx
+
+    def _connect_tunnel(self, timeout: float) -> socket.socket:
+        """An https connection through an ``http://`` proxy: ``http.client`` makes it (its ``CONNECT``, its
+        TLS wrapping: the standard library's); the exchange is ours, see ``exchange``."""
+        import http.client  # here: it loads the email package, which no direct connection needs
+
+        assert self._proxy is not None
+        phost, pport, pauth = self._proxy
+        conn = http.client.HTTPSConnection(phost, pport, timeout=timeout, context=self._context())
+        conn.set_tunnel(self.host, self.port, {"Proxy-Authorization": pauth} if pauth else None)
         create: Callable[..., socket.socket] = conn._create_connection  # type: ignore[attr-defined]
 
         def connect_watched(*args: Any, **kw: Any) -> socket.socket:
             sock = create(*args, **kw)
-            watch(sock)  # before the TLS handshake: a stalled handshake is cut by the deadline too
+            watch(sock)  # before the CONNECT and the TLS handshake: a stalled one is cut by the deadline too
             return sock
 
         conn._create_connection = connect_watched  # type: ignore[attr-defined]
@@ -407,10 +427,16 @@ class CaseInsensitiveHeaders(dict[str, str]):
 
 def _dropped(sock: socket.socket) -> bool:
     """A kept-alive socket that is readable before we sent anything has been closed by the server (EOF) or
-    holds junk: either way it must not carry a request. ``wait_for_read`` is urllib3's (poll where there is
-    one: ``select`` refuses descriptors above 1023, which a busy server's process has)."""
+    holds junk: either way it must not carry a request. Asked with ``poll`` where there is one, as ``urllib3``
+    does (``select`` refuses descriptors above 1023, which a busy server's process has). Looked up at each call:
+    gevent's patching replaces ``poll``, eventlet's removes it."""
     try:
-        return bool(wait_for_read(sock, timeout=0.0))
+        poll = getattr(select, "poll", None)
+        if poll is not None:
+            p = poll()
+            p.register(sock, select.POLLIN)
+            return bool(p.poll(0))
+        return bool(select.select([sock], [], [], 0.0)[0])
     except (OSError, ValueError):
         return True
 
