@@ -79,7 +79,11 @@ def resolve_endpoint(
 def check_endpoint(endpoint: str, *, allow_insecure: bool = False) -> str:
     from urllib.parse import urlsplit
 
-    parts = urlsplit(endpoint.strip())
+    try:
+        parts = urlsplit(endpoint.strip())
+        parts.port  # noqa: B018 - a port that is not a number from 0 to 65535 raises here, not at the first send
+    except ValueError as e:
+        raise ConfigError(f"endpoint {endpoint!r} is not a valid URL: {e}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"endpoint {endpoint!r} must be an http:// or https:// URL with a host")
     if parts.scheme == "http" and not allow_insecure and not is_loopback(parts.hostname):

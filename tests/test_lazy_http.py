@@ -90,7 +90,9 @@ def test_construction_checks_stay_at_construction() -> None:
         from ces_logging import CESHandler, ConfigError
         said = []
         for kwargs in (dict(ak="AK"), dict(ak="A K", sk="S"), dict(token="a\\nb"), dict(ak="A", sk="S", token="T"),
-                       dict(ak="A", sk="S", timeout=0), dict(ak="A", sk="S", endpoint="http://example.com")):
+                       dict(ak="A", sk="S", timeout=0), dict(ak="A", sk="S", endpoint="http://example.com"),
+                       dict(ak="A", sk="S", endpoint="http://127.0.0.1:99999"),
+                       dict(ak="A", sk="S", endpoint="http://127.0.0.1:port")):
             kwargs.setdefault("endpoint", "http://127.0.0.1:9")
             try:
                 CESHandler(project_id="p", handle_sigterm=False, **kwargs)
@@ -99,7 +101,7 @@ def test_construction_checks_stay_at_construction() -> None:
         print({{"said": said, "loaded": sorted(m for m in {NOT_AT_BUILD!r} if m in sys.modules)}})
         """
     )
-    assert out["said"] == ["ConfigError"] * 6
+    assert out["said"] == ["ConfigError"] * 8
     assert out["loaded"] == []
 
 
