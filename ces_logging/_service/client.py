@@ -10,11 +10,11 @@ Measured in ``benchmarks/``: see RESULTS.md for the ratio.
 
 Building a client checks everything (endpoint, credentials, project id, timeout: a ``ConfigError`` there) and
 loads no HTTP stack: a handler builds its client on the app's thread, at a cold start or in a ``manage.py``
-command, before anything is logged, and ``requests`` with ``urllib3``, ``ssl`` and the email package is about
-100 ms of imports. What the first request needs is made then, once, under a lock (``_build_lock``): the
-environment's settings and the lean transport on the worker's first send (no ``requests`` when no proxy
-variable is set), the ``requests`` session at the first request that goes over it (a query, the CLI, a session
-or auth object of the caller's own, a proxy).
+command, before anything is logged, and ``requests`` with ``urllib3``, ``ssl`` and the email package would be
+most of that cold start (``make bench``'s import row). What the first request needs is made then, once, under a
+lock (``_build_lock``): the environment's settings and the lean transport on the worker's first send (no
+``requests`` when no proxy variable is set), the ``requests`` session at the first request that goes over it (a
+query, the CLI, a session or auth object of the caller's own, a proxy).
 """
 
 from __future__ import annotations
