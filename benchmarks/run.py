@@ -15,6 +15,7 @@ benchmarks/RESULTS.md. Nothing here is asserted: speed lives here, not in the te
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -318,6 +319,21 @@ class FormatOnly(logging.Handler):
         self.format(record)
 
 
+class KeepOnly(logging.Handler):
+    """Keeps what CESHandler keeps of a plain record (the message formatted, a tuple, a deque append) and does
+    nothing else: no check, no bound, no worker. What any handler that keeps the message costs at the call, the
+    floor under CESHandler's row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: collections.deque[tuple[Any, ...]] = collections.deque()
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        d = record.__dict__
+        self.items.append((d["created"], d["levelno"], d["name"], d["msg"] % d["args"], None, False, None))
+        return True
+
+
 DELIVERING = ("CESHandler", "stdlib QueueHandler", "watchtower")  # handlers with a thread that delivers
 
 
@@ -348,6 +364,7 @@ def caller_cost(emu_url: str, moto_url: str | None, rounds: int = 21, n: int = 2
     fmt_floor = FormatOnly()
     fmt_floor.setFormatter(logging.Formatter(ASCTIME_FMT))
     handlers["a handler that only formats, Formatter with asctime (reference)"] = fmt_floor
+    handlers["a handler that only keeps the message: format, tuple, append (reference)"] = KeepOnly()
     handlers["CESHandler, defaults"] = ces_handler(emu_url)
     fmt = ces_handler(emu_url)
     fmt.setFormatter(logging.Formatter(ASCTIME_FMT))
@@ -407,7 +424,9 @@ def caller_cost(emu_url: str, moto_url: str | None, rounds: int = 21, n: int = 2
 
 
 def _flush(h: logging.Handler) -> None:
-    if isinstance(h, logging.handlers.QueueHandler):
+    if isinstance(h, KeepOnly):
+        h.items.clear()
+    elif isinstance(h, logging.handlers.QueueHandler):
         deadline = time.monotonic() + 60
         while not h.queue.empty() and time.monotonic() < deadline:  # type: ignore[attr-defined]
             time.sleep(0.001)

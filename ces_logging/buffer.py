@@ -33,7 +33,8 @@ WAKE_MASK: Final = WAKE_EVERY - 1
 
 def wakes(n: int, batch_size: int) -> bool:
     """The wake-up rule (see the module's docstring): does the append that made the buffer ``n`` long wake the
-    worker? ``CESHandler.handle``'s fast path writes this same test out, to spare the app's thread a call."""
+    worker? ``offer``, ``put`` and ``CESHandler.handle``'s fast path write this same test out, to spare the app's
+    thread a call on every record; tests/test_hot_path.py holds them to it."""
     return n == 1 or n == batch_size or not n & WAKE_MASK
 
 
@@ -136,14 +137,16 @@ class RecordBuffer:
             return FULL
         self.bytes_in += size
         items.append(item)
-        return WAKE if wakes(len(items), self.batch_size) else QUEUED
+        n = len(items)
+        return WAKE if n == 1 or n == self.batch_size or not n & WAKE_MASK else QUEUED  # wakes(), written out
 
     def put(self, item: Any, size: int) -> int:
         """Append ``item`` whatever the bound (the caller made room: ``room``); ``WAKE`` or ``QUEUED``."""
         items = self.items
         self.bytes_in += size
         items.append(item)
-        return WAKE if wakes(len(items), self.batch_size) else QUEUED
+        n = len(items)
+        return WAKE if n == 1 or n == self.batch_size or not n & WAKE_MASK else QUEUED  # wakes(), written out
 
     def room(self, size: int, factor: int = 1) -> bool:
         """Room for ``size`` more bytes and one more item within ``factor`` times the bounds."""
