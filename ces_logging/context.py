@@ -28,11 +28,13 @@ import logging
 import sys
 import threading
 import time
-from contextvars import ContextVar
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .buffer import Tally
 from .events import MAX_CONTENT, content_cost, safe_text
+
+if TYPE_CHECKING:
+    from contextvars import ContextVar
 
 MAX_CONTEXT_RECORDS: Final = 100
 LINE_CHARS: Final = 400  # what is kept of one context record's message
@@ -57,6 +59,8 @@ class ContextKeeper:
     """One per handler: its own ``ContextVar``, so two handlers keep their own records."""
 
     def __init__(self, records: int) -> None:
+        from contextvars import ContextVar  # only a handler with context_records: not with ``import ces_logging``
+
         self.records = records
         self._var: ContextVar[tuple[int, tuple[Line, ...]] | None] = ContextVar(f"ces_context_{id(self)}")
         self.kept = Tally()

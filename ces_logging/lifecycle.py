@@ -34,7 +34,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import signal
 import threading
 import time
 import weakref
@@ -42,6 +41,9 @@ from typing import Any, Protocol
 
 from . import forks, green, sigwatch
 from .worker import Worker
+
+# ``signal`` is imported by the functions that use it, at their first call: with its enums it would cost every
+# ``import ces_logging`` most of a millisecond, and only a handler that sends needs it.
 
 
 class Managed(Protocol):
@@ -154,6 +156,8 @@ def terminating() -> float | None:
 def install_sigterm() -> bool:
     """Put our SIGTERM handler in front of the one in place (only from the main thread; never over SIG_IGN or
     a handler installed from C, which cannot be chained). True when ours is in place now."""
+    import signal
+
     global _previous_sigterm
     if threading.current_thread() is not threading.main_thread() and not green.on_main_os_thread():
         return False
@@ -176,6 +180,8 @@ def install_sigterm() -> bool:
 
 def _ours_ends_the_process() -> bool:
     """Our handler is in place and ends the process itself (none of the app's behind it; not PID 1)."""
+    import signal
+
     try:
         current = signal.getsignal(signal.SIGTERM)
     except (ValueError, AttributeError):
@@ -199,6 +205,8 @@ def _ends_by_default() -> bool:
 
 
 def _handle_sigterm(signum: int, frame: Any) -> None:
+    import signal
+
     global _exit_deadline
     previous = _previous_sigterm
     ending = not callable(previous) and _ends_by_default()
@@ -262,6 +270,7 @@ def _install_mp_hook() -> None:
 
 
 def _in_mp_child(_: object) -> None:
+    import signal
     from multiprocessing import util
 
     util.Finalize(None, _mp_finalizer, exitpriority=-100)

@@ -12,8 +12,8 @@ the client's own error text never carries a header value.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
-import signal
 import sys
 import threading
 import time
@@ -67,21 +67,20 @@ def reset_after_fork() -> None:
 forks.on_new_process(reset_after_fork)
 
 
-_ENDING_SIGNALS: Final = frozenset(getattr(signal, n) for n in ("SIGTERM", "SIGINT") if hasattr(signal, n))
-# Raised by the faulting instruction itself: never blocked (a fault with it blocked kills the process).
-_SYNCHRONOUS: Final = frozenset(
-    getattr(signal, n) for n in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS") if hasattr(signal, n)
-)
-
-
+@functools.cache
 def _asynchronous_signals() -> frozenset[int]:
+    """Every signal but SIGKILL, SIGSTOP and those the faulting instruction raises itself (never blocked: a
+    fault with it blocked kills the process). Worked out at the first thread start: ``signal`` (and its enums)
+    is imported when a handler first needs it, not by ``import ces_logging``."""
+    import signal
+
+    synchronous = {
+        getattr(signal, n) for n in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS") if hasattr(signal, n)
+    }
     try:
-        return frozenset(signal.valid_signals()) - _SYNCHRONOUS - {signal.SIGKILL, signal.SIGSTOP}
+        return frozenset(signal.valid_signals()) - synchronous - {signal.SIGKILL, signal.SIGSTOP}
     except AttributeError:  # pragma: no cover - no valid_signals (Windows)
-        return _ENDING_SIGNALS
-
-
-_ASYNCHRONOUS: Final = _asynchronous_signals()
+        return frozenset(getattr(signal, n) for n in ("SIGTERM", "SIGINT") if hasattr(signal, n))
 
 
 def start_thread(t: threading.Thread) -> None:
@@ -99,6 +98,8 @@ def start_thread(t: threading.Thread) -> None:
     if green.patched():
         t.start()
         return
+    import signal
+
     # An app's handler may raise from any of these calls: ``pthread_sigmask`` runs pending handlers after it
     # changed the mask. The mask is read before it is changed, so that it is put back whatever raises.
     try:
@@ -107,7 +108,7 @@ def start_thread(t: threading.Thread) -> None:
         t.start()
         return
     try:
-        signal.pthread_sigmask(signal.SIG_BLOCK, _ASYNCHRONOUS)
+        signal.pthread_sigmask(signal.SIG_BLOCK, _asynchronous_signals())
         t.start()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
@@ -128,4 +129,6 @@ def keep_signals_off_this_thread() -> None:
     with contextlib.suppress(AttributeError, OSError, ValueError):  # no pthread_sigmask (Windows)
         if threading.get_native_id() == os.getpid() or green.patched():
             return
+        import signal
+
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 import threading
 from collections.abc import Callable
 from typing import Final
 
 from . import forks, green, notice
+
+# ``signal`` is imported by the functions that use it, at their first call: with its enums it would cost every
+# ``import ces_logging`` most of a millisecond, and only a handler that sends needs it.
 
 RESEND_AFTER_S: Final = 0.5
 MAX_RESENDS: Final = 5
@@ -52,6 +54,8 @@ def in_multiprocessing_child() -> bool:
 
 def watch(ours_ends_the_process: Callable[[], bool]) -> None:
     """From the main thread, once our handler is in place: start watching, if the rule above allows it here."""
+    import signal
+
     global _pipe, _pid
     if _pid == os.getpid() or green.patched() or not in_multiprocessing_child():
         return
@@ -78,6 +82,8 @@ def watch(ours_ends_the_process: Callable[[], bool]) -> None:
 
 
 def _run(r: int, ours_ends_the_process: Callable[[], bool]) -> None:
+    import signal
+
     notice.keep_signals_off_this_thread()
     main = threading.main_thread().ident
     while True:
@@ -102,6 +108,8 @@ def _after_fork_in_child() -> None:
     the child's written there would be read by the parent's thread). The pipe stays open when the wakeup fd
     cannot be given back here, so that CPython never writes a signal's byte into a number reused by another
     file."""
+    import signal
+
     global _pipe, _pid
     if _pipe is None:
         return

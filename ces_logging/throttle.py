@@ -25,7 +25,6 @@ requests cost little more than one.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from typing import Final
@@ -40,6 +39,8 @@ MIN_SAMPLES: Final = 4  # answers with others in flight before their average may
 PROBE_AFTER: Final = 64  # requests before one more in flight is tried again, after that
 
 
+_INF: Final = float("inf")
+
 class Throttle:
     def __init__(self, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
         self.max = max(1, max_in_flight)
@@ -52,8 +53,8 @@ class Throttle:
         self._ok = 0
         self._cond = threading.Condition(threading.Lock())
         self.made_with = threading.Lock  # patched by gevent or eventlet since: a new throttle (see green.py)
-        self._window_min = math.inf  # the least round trip of this window, and of the one before it
-        self._previous_min = math.inf
+        self._window_min = _INF  # the least round trip of this window, and of the one before it
+        self._previous_min = _INF
         self._window_n = 0
         self._excess = 0.0  # the average (EWMA, 1/4) of what each request beyond the first added, in floors
         self._samples = 0  # answers in that average since the limit last came down
@@ -111,7 +112,7 @@ class Throttle:
         self._window_min = min(self._window_min, rtt)
         self._window_n += 1
         if self._window_n >= RTT_WINDOW:
-            self._previous_min, self._window_min, self._window_n = self._window_min, math.inf, 0
+            self._previous_min, self._window_min, self._window_n = self._window_min, _INF, 0
         if in_flight < 2:
             return  # alone, it only tells the floor
         floor = min(self._window_min, self._previous_min)

@@ -62,6 +62,24 @@ def test_import_loads_no_http_tls_json_logger_or_introspection() -> None:
     assert out["import"] == []
 
 
+# Small, but every process pays them: loaded by a handler that sends (its SIGTERM handler, the worker's tables),
+# never by the import or an inactive configure().
+FOR_A_SENDING_HANDLER = ("signal", "bisect", "array", "contextvars", "math")
+
+
+def test_import_leaves_what_only_a_sending_handler_needs() -> None:
+    more = f"""
+out["small"] = sorted(m for m in {FOR_A_SENDING_HANDLER!r} if m in sys.modules)
+import logging
+ces_logging.configure()
+logging.getLogger("app").error("counted, not sent")
+out["inactive"] = sorted(m for m in {FOR_A_SENDING_HANDLER!r} if m in sys.modules)
+"""
+    out = probe(more)
+    assert out["small"] == []
+    assert out["inactive"] == []
+
+
 def test_an_inactive_configure_loads_nothing_more() -> None:
     out = probe(
         """
