@@ -10,13 +10,21 @@ process was noticed.
 This is the one way to renew anything in a new process. Each module registers the renewal of its own state
 here when it is imported (a lock, a table, a token: ``identity``, ``notice``, ``throttle``, ``spool``,
 ``mapping``'s time tables, ``worker``'s thread set, ``auth``'s providers, ``watchdog``'s thread, ``client``'s
-build lock, ``sigwatch``'s pipe and ``lifecycle``'s registry). The order rule, in two phases:
+count of new processes (its build locks), ``sigwatch``'s pipe and ``lifecycle``'s registry). The order rule, in
+two phases:
 
 1. module state (``on_new_process(fn)``): each renews its own module's state and nothing else, so these run
    in any order (the order of import, which nobody should rely on);
 2. objects that use that state (``on_new_process(fn, after_modules=True)``: ``lifecycle``'s handlers, whose
    new worker leases spool files with the new process token and takes the new locks): after every hook of
    phase 1, registered whenever.
+
+One rule follows for imports: a thread of ours never imports a module for the first time. A module that a
+thread is importing when another forks stays half-imported and locked in the child, whose lock's owner is not
+there, so the child's first import of it waits for ever (seen with uWSGI prefork: the app's workers hung). So
+what the worker's threads need is imported on the app's thread, when a handler that sends is built: the lean
+POST's transport (``CESClient``), ``random`` for the retries' jitter (``Worker``), ``requests`` for a provider
+that fetches credentials over HTTP.
 
 A leaf module: it imports nothing of the package, so anything may register with it.
 """

@@ -141,17 +141,38 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
     # (whoever sets them: close, setFormatter, dictConfig, an assignment), and so do a new pid and lifecycle.
     _fast_pid = 0
     _plain = False
+    _own_filter = False  # a subclass's own ``filter()``: asked for every record, so never the fast path
     _formatter: logging.Formatter | None = None
 
-    def _refresh_fast(self) -> None:
-        on = (
+    def _fast_applies(self) -> bool:
+        return (
             self._plain
             and self._active
             and not self._is_closed
             and self._formatter is None
-            and lifecycle.terminating_until is None
+            and "emit" not in self.__dict__  # an emit set on the instance (mock.patch.object) is called
+            and lifecycle.terminating() is None
         )
+
+    def _refresh_fast(self) -> None:
+        on = self._fast_applies()
         self._fast_pid = self._pid if on else 0
+        # Asked again after the store: a SIGTERM handed on (or a setter on another thread) that turned it off
+        # between the question and the store must not be undone by it.
+        if on and not self._fast_applies():
+            self._fast_pid = 0
+
+    if not TYPE_CHECKING:  # hidden from mypy, which would otherwise take any attribute name as valid
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+            if name == "emit":  # an emit set on the instance (mock.patch.object): see _fast_applies
+                self._refresh_fast()
+
+        def __delattr__(self, name: str) -> None:
+            object.__delattr__(self, name)
+            if name == "emit":
+                self._refresh_fast()
 
     @property
     def _fast(self) -> bool:
@@ -208,12 +229,14 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
         self.preparer = Preparer(
             json_content=opts.json_content, storm_keys=self.alarms.storm is not None, context=self.alarms.context
         )
+        self._own_filter = type(self).filter is not logging.Filterer.filter
         self._plain = (
             not self.preparer.json_content
             and self.preparer.context is None
             and not self.preparer.storm_keys
             and self.event_level == logging.NOTSET
             and type(self).emit is CESHandler.emit  # a subclass's own emit is called for every record
+            and not self._own_filter
         )
         self.event_source = opts.event_source
         self.event_name = opts.event_name
@@ -318,8 +341,9 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
                     and (size := size + ITEM_OVERHEAD) + buf.bytes_in <= buf.bytes_cap
                     and len(items) < buf.max_items
                 ):
+                    item = (d["created"], d["levelno"], d["name"], text, None, False, None)
                     buf.bytes_in += size
-                    items.append((d["created"], d["levelno"], d["name"], text, None, False, None))  # counts it
+                    items.append(item)  # counts it
                     appended = True
                     if (n := len(items)) == 1 or n == buf.batch_size or not n & WAKE_MASK:  # buffer.wakes
                         self._wake()
@@ -335,11 +359,11 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
         # a handler: the thread the record was made on (a QueueListener hands on other threads' records), read
         # from the record; looked up only where logging.logThreads is off (then as threading has it now: gevent
         # may have patched it since this module was imported).
-        thread = record.thread
+        thread = getattr(record, "thread", None)
         if thread in WORKER_THREADS or (thread is None and threading.get_ident() in WORKER_THREADS):
             return False
         rv: Any = True
-        if self.filters:
+        if self.filters or self._own_filter:  # a subclass's own filter() is asked even with no filters added
             rv = self.filter(record)
             if isinstance(rv, logging.LogRecord):  # Python 3.12+: a filter may return a replacement record
                 record = rv
@@ -353,7 +377,7 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
         (a bug of ours is counted as ``error``), never waits on the network (but see ``_deliver_now``)."""
         # A new process is noticed even where no at-fork hook ran (uWSGI): the record carries the pid that
         # logging read when it made it, so the usual case costs one comparison and no system call.
-        if record.process != self._pid:
+        if getattr(record, "process", None) != self._pid:
             self._new_process()
         buf = self._buffer
         appended = False
@@ -376,7 +400,7 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
             if wake:  # the buffer's rule says the worker must look now
                 self._wake()
             if lifecycle.terminating_until is not None and lifecycle.terminating():
-                self._deliver_now()
+                self._deliver_now()  # (once the hand-over's grace period is over, lifecycle turns it back)
         except Exception as e:
             if not _raised_here(e):
                 # Raised by the app's own signal handler between two of our bytecodes (the ``signal.alarm``
@@ -662,8 +686,11 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
     def _after_fork_in_child(self) -> None:
         """The child gets an empty buffer, fresh counters, a new worker (started by its first emit) and new
         connections: what the parent had queued is the parent's to send."""
+        # The child's own buffer first: a record logged meanwhile (a signal handler, another thread of a uWSGI
+        # child) goes into it, not into the parent's, which is thrown away.
+        self._fast_pid = 0
+        self._reset_queue()
         self._pid = os.getpid()
-        self._refresh_fast()
         self._start_lock = threading.RLock()
         self._starting_since = 0.0
         self._restarts = 0
@@ -673,7 +700,7 @@ class CESHandler(logging.Handler, metaclass=FieldsInDoc):  # help() lists every 
             self.client.reset_connections()
         if self.spool is not None:
             self.spool.renew_owner()
-        self._reset_queue()
+        self._refresh_fast()
 
 
 _PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))

@@ -146,9 +146,16 @@ terminating_until: float | None = None
 
 
 def terminating() -> float | None:
-    """After a SIGTERM handed on to a server's own handler: until when records are delivered as logged."""
+    """After a SIGTERM handed on to a server's own handler: until when records are delivered as logged. Once
+    that is past, it is forgotten, and the handlers' fast path (which only queues) is back."""
+    global terminating_until
     until = terminating_until
-    if until is None or time.monotonic() >= until:
+    if until is None:
+        return None
+    if time.monotonic() >= until:
+        terminating_until = None
+        for h in open_handlers():
+            h._refresh_fast()
         return None
     return until
 

@@ -19,10 +19,12 @@ counted in ``sanitised``.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
+from array import array
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from . import forks, identity
 from .events import (
@@ -48,9 +50,6 @@ from .events import (
 )
 from .layout import Event, Template, encode_batch, event_time, fill, template
 from .prepare import ITEM_OVERHEAD, PLAIN_RECORD_KEYS, Item
-
-if TYPE_CHECKING:
-    from array import array
 
 __all__ = [
     "DEFAULT_LEVEL_MAP",
@@ -138,8 +137,6 @@ class TimeAssigner:
                 kept = {}
             else:
                 if self._buckets is None:
-                    from array import array  # a table this full is rare: not with ``import ces_logging``
-
                     self._buckets = array("q", bytes(8 * self.BUCKETS))
                 buckets, mask = self._buckets, self.BUCKETS - 1
                 cut = sorted(kept.values())[len(kept) // 2]
@@ -225,9 +222,7 @@ class EventBuilder:
     def level_for(self, levelno: int) -> str:
         level = self._levels.get(levelno)
         if level is None:
-            from bisect import bisect_right  # a level met for the first time: rare, and not at import
-
-            i = bisect_right(self._thresholds, levelno) - 1
+            i = bisect.bisect_right(self._thresholds, levelno) - 1
             level = self._threshold_levels[i] if i >= 0 else "Info"
             if len(self._levels) < 1000:
                 self._levels[levelno] = level

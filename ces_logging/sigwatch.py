@@ -108,11 +108,11 @@ def _after_fork_in_child() -> None:
     the child's written there would be read by the parent's thread). The pipe stays open when the wakeup fd
     cannot be given back here, so that CPython never writes a signal's byte into a number reused by another
     file."""
-    import signal
-
     global _pipe, _pid
     if _pipe is None:
-        return
+        return  # before any import: a child forked while another thread imported would wait on its lock
+    import signal  # loaded already: ``watch`` imported it
+
     r, w = _pipe
     _pipe, _pid = None, 0
     _started.clear()

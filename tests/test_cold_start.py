@@ -62,9 +62,10 @@ def test_import_loads_no_http_tls_json_logger_or_introspection() -> None:
     assert out["import"] == []
 
 
-# Small, but every process pays them: loaded by a handler that sends (its SIGTERM handler, the worker's tables),
-# never by the import or an inactive configure().
-FOR_A_SENDING_HANDLER = ("signal", "bisect", "array", "contextvars", "math")
+# Small, but every process pays them: loaded by a handler that sends (its SIGTERM handler, context records),
+# never by the import or an inactive configure(). (What the worker's threads use is imported by the module or
+# when the handler is built, never by those threads: forks.py.)
+FOR_A_SENDING_HANDLER = ("signal", "contextvars", "math")
 
 
 def test_import_leaves_what_only_a_sending_handler_needs() -> None:

@@ -234,16 +234,59 @@ def test_an_argument_that_cannot_be_printed_never_reaches_the_app(
     assert s.sent + s.dropped + s.queued + s.folded == s.received
 
 
+@pytest.mark.parametrize("missing", ["exc_text", "thread", "process", "msg", "args", "created", "levelno", "name"])
 def test_a_record_missing_a_standard_attribute_never_reaches_the_app(
-    pair: tuple[logging.Logger, CESHandler, Keep],
+    pair: tuple[logging.Logger, CESHandler, Keep], missing: str
 ) -> None:
+    """Some code strips records; whichever attribute is gone, the app never sees an exception, the record is
+    counted once, and the buffer's byte count is what its items hold (none leaks from a half-made item)."""
+    from ces_logging.handler import _sizes
+
     log, h, _ = pair
     record = log.makeRecord(log.name, logging.WARNING, "f", 1, "odd %s", (1,), None)
-    del record.exc_text  # some code strips records; the fast path reads exc_text
+    delattr(record, missing)
     h.handle(record)  # must not raise
     s = h.stats
     assert s.received == 1
     assert s.sent + s.dropped + s.queued + s.folded == s.received
+    buf = h._buffer
+    assert buf.bytes_in - buf.bytes_out == _sizes(list(buf.items))
+
+
+def test_an_emit_patched_on_the_instance_is_called(pair: tuple[logging.Logger, CESHandler, Keep]) -> None:
+    from unittest import mock
+
+    log, h, _ = pair
+    with mock.patch.object(h, "emit") as emit:
+        assert not h._fast
+        log.warning("seen by the patch %s", 1)
+        assert emit.call_count == 1
+    assert h._fast  # the patch undone: the fast path is back
+    log.warning("kept %s", 2)
+    assert h.stats.received == 1
+
+
+def test_a_subclass_with_its_own_filter_is_asked(emu: Emulator) -> None:
+    class OnlyErrors(CESHandler):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return record.levelno >= logging.ERROR
+
+    h = OnlyErrors(project_id=PROJECT, endpoint=emu.url, handle_sigterm=False)
+    log = logging.getLogger(f"hotfilter{time.monotonic_ns()}")
+    log.propagate = False
+    log.addHandler(h)
+    try:
+        assert not h._fast
+        log.warning("filtered out")
+        log.error("kept")
+        assert h.flush(timeout=10)
+        assert wait_for(lambda: emu.count(PROJECT) == 1)
+        s = h.stats
+        assert s.received == 1 and s.sent == 1 and s.queued == 0
+        assert s.sent + s.dropped + s.queued + s.folded == s.received
+    finally:
+        log.removeHandler(h)
+        h.close()
 
 
 def test_a_subclass_with_its_own_emit_gets_every_record(emu: Emulator) -> None:
@@ -294,3 +337,76 @@ def test_a_sigterm_handed_on_ends_the_fast_path(
     s = h.stats
     assert s.sent == 1
     assert s.sent + s.dropped + s.queued + s.folded == s.received
+
+
+def test_the_fast_path_comes_back_once_the_hand_over_is_over(
+    emu: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ces_logging import lifecycle
+
+    h = CESHandler(project_id=PROJECT, endpoint=emu.url, handle_sigterm=False, grace_period=0.3)
+    log = logging.getLogger(f"hotover{time.monotonic_ns()}")
+    log.propagate = False
+    log.addHandler(h)
+    monkeypatch.setattr(lifecycle, "_previous_sigterm", lambda signum, frame: None)
+    monkeypatch.setattr(lifecycle, "terminating_until", None)
+    try:
+        lifecycle._handle_sigterm(15, None)
+        assert not h._fast
+        time.sleep(0.4)  # the hand-over's grace period (the longest of the open handlers') is over
+        log.warning("after the grace period %s", 1)  # the general way notices
+        assert lifecycle.terminating_until is None and h._fast
+        later = CESHandler(project_id=PROJECT, endpoint=emu.url, handle_sigterm=False)
+        assert later._fast
+        later.close()
+        assert h.flush(timeout=10)
+        assert wait_for(lambda: emu.count(PROJECT) == 1)
+        s = h.stats
+        assert s.sent == 1 and s.queued == 0
+        assert s.sent + s.dropped + s.queued + s.folded == s.received
+    finally:
+        log.removeHandler(h)
+        h.close()
+
+
+def test_a_sigterm_between_the_question_and_the_store_is_not_undone(
+    emu: Emulator, pair: tuple[logging.Logger, CESHandler, Keep], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``_refresh_fast`` asks whether the fast path applies, then stores the answer: a SIGTERM handed on that
+    lands between the two (here, run by a trace hook at the store's line, where a signal handler may run) must
+    leave it off, so that the next record is delivered as it is logged."""
+    import sys
+
+    from ces_logging import lifecycle
+
+    log, h, _ = pair
+    monkeypatch.setattr(lifecycle, "_previous_sigterm", lambda signum, frame: None)
+    monkeypatch.setattr(lifecycle, "terminating_until", None)
+    code = CESHandler._refresh_fast.__code__
+    import pathlib
+
+    lines = pathlib.Path(code.co_filename).read_text().splitlines()
+    store = next(n for _, _, n in code.co_lines() if n and "self._fast_pid = self._pid" in lines[n - 1])
+    fired: list[int] = []
+
+    def tracer(frame: object, event: str, arg: object) -> object:
+        if getattr(frame, "f_code", None) is code:
+
+            def local(frame: object, event: str, arg: object) -> object:
+                if event == "line" and getattr(frame, "f_lineno", 0) == store and not fired:
+                    fired.append(1)
+                    lifecycle._handle_sigterm(15, None)  # the signal lands here
+                return local
+
+            return local
+        return None
+
+    sys.settrace(tracer)  # type: ignore[arg-type]
+    try:
+        h.setFormatter(None)
+    finally:
+        sys.settrace(None)
+    assert fired and lifecycle.terminating() is not None
+    assert not h._fast
+    log.warning("logged during the graceful shutdown %s", 1)
+    assert emu.count(PROJECT) == 1  # delivered before the call returned

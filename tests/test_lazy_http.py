@@ -1,7 +1,8 @@
 """The HTTP stack comes where it is needed: not when a sending handler is built, not with the worker's lean POST.
 
 Building a handler that will send checks its configuration on the app's thread (a cold start, a ``manage.py``
-command), and that must not cost the ~100 ms of ``requests``, ``urllib3``, ``ssl`` and the email package.
+command), and that must not cost the ~100 ms of ``requests``, ``urllib3`` and the email package. It does load
+the lean POST's ``socket`` and ``ssl``, a few milliseconds: a thread of ours never imports (forks.py).
 The worker's POST (``transport.FastPost``) needs none of ``requests`` either; a query, the CLI, a session or
 auth object of the caller's own import it at their first use, once, whatever the number of threads asking.
 
@@ -15,6 +16,7 @@ import ast
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -30,13 +32,12 @@ from ces_logging._service import deadline, transport
 from ces_logging._service.client import CESClient
 from ces_logging.emulator import Emulator
 
-from .conftest import AK, PROJECT, ROOT, SK, item
+from .conftest import AK, PROJECT, ROOT, SK, item, wait_for
 
-# Never loaded by building a sending handler (``json`` and ``socket`` are: by ``import ces_logging`` and by
-# the multiprocessing hook of ``lifecycle``).
-NOT_AT_BUILD = ("requests", "urllib3", "http.client", "ssl", "email", "charset_normalizer", "idna", "certifi")
-# Never loaded by the worker's first delivery over the lean path to an http endpoint. ``ssl`` is: the lean
-# transport's error model names its exceptions (a certificate failure is a configuration problem).
+# Never loaded by building a sending handler (``json``, ``socket`` and ``ssl`` are: by ``import ces_logging``,
+# the multiprocessing hook of ``lifecycle`` and the client, which imports what the worker's POST needs).
+NOT_AT_BUILD = ("requests", "urllib3", "http.client", "email", "charset_normalizer", "idna", "certifi")
+# Never loaded by the worker's first delivery over the lean path to an http endpoint.
 NOT_AT_LEAN_SEND = ("requests", "urllib3", "http.client", "email", "charset_normalizer", "idna", "certifi")
 
 
@@ -240,19 +241,19 @@ def test_the_build_lock_is_made_again_once_gevent_patched_threading(emu: Emulato
     out = run_fresh(
         f"""
         import ces_logging._service.client as cm
-        before = cm._lock()
+        c = cm.CESClient({PROJECT!r}, endpoint={emu.url!r})
+        before = c._locks()
         from gevent import monkey
         monkey.patch_all()
         import gevent, threading
-        after = cm._lock()
-        c = cm.CESClient({PROJECT!r}, endpoint={emu.url!r})
+        after = c._locks()
         def first_query():
             c.list_events()
             return id(c.session)
         jobs = [gevent.spawn(first_query) for _ in range(5)]
         gevent.joinall(jobs, timeout=20)
-        print({{"renewed": after is not before and cm._lock() is after,
-                "patched_kind": type(after) is type(threading.RLock()),
+        print({{"renewed": after is not before and c._locks() is after,
+                "patched_kind": type(after.session) is type(threading.RLock()),
                 "sessions": len({{j.value for j in jobs}}), "ok": all(j.successful() for j in jobs)}})
         """
     )
@@ -309,3 +310,75 @@ def test_the_signers_are_auth_objects_for_requests(emu_aksk: Emulator) -> None:
         refused = s.post(url, data=body, headers=headers, timeout=10)
         assert refused.status_code == 401 and refused.request.headers["X-Auth-Token"] == "a-token"
     assert emu_aksk.count(PROJECT) == 1
+
+
+def test_a_sigterm_during_another_clients_first_query_still_delivers(emu: Emulator) -> None:
+    """The main thread is building another client's session (running ``requests``' module code, slowed here to
+    4 s) when SIGTERM lands: our drain runs on that thread and waits for the worker, whose sends must need
+    nothing the interrupted thread holds (the client's own locks, no import under them, its wire made when the
+    worker started). Every record is stored and the process ends by SIGTERM, as it would have without us."""
+    code = textwrap.dedent(
+        f"""
+        import logging, os, signal, sys, threading, time
+        from ces_logging import CESHandler, CESClient
+        h = CESHandler(project_id={PROJECT!r}, endpoint={emu.url!r}, ak={AK!r}, sk={SK!r}, grace_period=5.0)
+        log = logging.getLogger("app"); log.propagate = False; log.addHandler(h)
+        import importlib.abc, importlib.util
+        real = importlib.util.find_spec("requests")
+        class SlowLoader(importlib.abc.Loader):  # a slow first import of requests: its module's code, not the
+            def create_module(self, spec):        # finding (a finder runs under the global import lock)
+                return None
+            def exec_module(self, module):
+                time.sleep(4)
+                real.loader.exec_module(module)
+        class SlowFinder:
+            def find_spec(self, name, path=None, target=None):
+                if name != "requests":
+                    return None
+                return importlib.util.spec_from_file_location(
+                    name, real.origin, loader=SlowLoader(),
+                    submodule_search_locations=real.submodule_search_locations)
+        sys.meta_path.insert(0, SlowFinder())
+        def app_thread():
+            time.sleep(0.3)
+            for i in range(5):
+                log.warning("record %d", i)
+            time.sleep(0.5)
+            os.kill(os.getpid(), signal.SIGTERM)
+        threading.Thread(target=app_thread, daemon=True).start()
+        other = CESClient({PROJECT!r}, endpoint={emu.url!r}, token="t")
+        other.session  # the main thread, in another client's first session when SIGTERM lands
+        time.sleep(10)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env["PYTHONPATH"] = str(ROOT)
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == -signal.SIGTERM, r.stderr
+    assert wait_for(lambda: emu.count(PROJECT) == 5), r.stderr
+    assert "not delivered" not in r.stderr
+
+
+def test_the_worker_imports_nothing_of_its_own(emu: Emulator) -> None:
+    """A thread of ours never imports a module for the first time (forks.py: a fork during that import leaves
+    the child waiting for ever on its lock). What the first send and its retry need is loaded by the time the
+    handler is built."""
+    emu.add_fault(count=1, status=503)
+    out = run_fresh(
+        f"""
+        import logging, sys
+        from ces_logging import CESHandler
+        h = CESHandler(project_id={PROJECT!r}, endpoint={emu.url!r}, ak={AK!r}, sk={SK!r}, handle_sigterm=False)
+        log = logging.getLogger("w"); log.propagate = False; log.addHandler(h)
+        built = set(sys.modules)
+        for i in range(3):
+            log.error("record %d", i)
+        ok = h.flush(timeout=20)  # a 503, a retry after the backoff's jitter, then 201
+        s = h.stats
+        print({{"ok": ok, "sent": s.sent, "new": sorted(set(sys.modules) - built)}})
+        h.close()
+        """
+    )
+    assert out["ok"] and out["sent"] == 3
+    assert out["new"] == []
+    assert emu.count(PROJECT) == 3

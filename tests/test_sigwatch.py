@@ -33,3 +33,24 @@ def test_an_apps_wakeup_fd_is_left_to_the_app(emu: Emulator) -> None:
     r = run([sys.executable, str(APPS / "sigwatch_script.py"), "spawn", "app_fd"], child_env(emu.url))
     (d,) = json_lines(r.stdout)
     assert d["wakeup_fd_is_apps"] is True and d["exitcode"] == 0, (d, r.stderr)
+
+
+
+def test_the_at_fork_hook_of_a_process_that_never_watched_imports_nothing() -> None:
+    """In a child, a module whose import another thread of the parent had begun stays locked for ever (its
+    lock's owner is not in the child), so an import in an at-fork hook can hang every fork made while, say,
+    ``asyncio`` loads. ``import ces_logging`` leaves ``signal`` unloaded, so the hook of a process that never
+    watched must not import it."""
+    import subprocess
+
+    from .conftest import ROOT
+
+    code = (
+        "import sys\n"
+        "from ces_logging import sigwatch\n"
+        "sigwatch._after_fork_in_child()\n"
+        "print('signal' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"

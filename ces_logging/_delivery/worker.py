@@ -83,6 +83,8 @@ class Worker:
         fold: StormControl | None = None,
     ) -> None:
         self.buffer = buffer
+        import random  # noqa: F401 - the retries' jitter, on the app's thread: ours never import (forks.py)
+
         self.client = client
         self.throttle = throttle
         self.batch_size = batch_size

@@ -285,6 +285,8 @@ class MetadataCredentialsProvider(RefreshingProvider):
         refresh_before: float = 600.0,
     ) -> None:
         super().__init__(refresh_before)
+        import requests  # noqa: F401 - fetched with on the worker's thread, imported on this one (forks.py)
+
         self.base_url = (base_url or DEFAULT_METADATA_URL).rstrip("/")
         self._session = session  # None: ours, made at the first fetch
         self._timeout = timeout
@@ -477,6 +479,7 @@ class IAMPasswordTokenProvider(RefreshingProvider):
         self.iam_endpoint = check_endpoint(iam_endpoint, allow_insecure=allow_insecure)
         self._timeout = timeout
         self._session = session  # None: ours, made at the first fetch
+        import requests  # noqa: F401 - fetched with on the worker's thread, imported on this one (forks.py)
 
     def __repr__(self) -> str:
         return (

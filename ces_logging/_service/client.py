@@ -12,9 +12,11 @@ Building a client checks everything (endpoint, credentials, project id, timeout:
 loads no HTTP stack: a handler builds its client on the app's thread, at a cold start or in a ``manage.py``
 command, before anything is logged, and ``requests`` with ``urllib3``, ``ssl`` and the email package would be
 most of that cold start (``make bench``'s import row). What the first request needs is made then, once, under a
-lock (``_build_lock``): the environment's settings and the lean transport on the worker's first send (no
-``requests`` when no proxy variable is set), the ``requests`` session at the first request that goes over it (a
-query, the CLI, a session or auth object of the caller's own, a proxy).
+lock of the client's (see ``_Locks``): the environment's settings and the lean transport at the worker's first
+send (no ``requests`` when no proxy variable is set), the ``requests`` session at the first request that goes
+over it (a query, the CLI, a session or auth object of the caller's own, a proxy). The lean transport's modules
+(``socket``, ``ssl``) are imported when the client is built, on the app's thread: a thread of ours never
+imports (forks.py).
 """
 
 from __future__ import annotations
@@ -89,28 +91,39 @@ class _Wire(NamedTuple):
     events_path: str  # the events URL's path as ``requests`` sends (and signs) it
 
 
-# What a client makes at its first use is made under this lock: one session, one resolution, however many threads
-# ask at once (re-entrant: resolving the settings may make the session). Renewed in a new process (the parent's
-# may be held by a thread that is gone), and made again once gevent or eventlet patched ``threading`` (a greenlet
-# must not wait on a real lock: green.py); ``threading.Lock`` tells, as for the throttle (``RLock`` stays the
-# same function, building on the patched lock).
-_build_lock = threading.RLock()
-_build_lock_made_with = threading.Lock
+# What a client makes at its first use (its session; its wire: the environment's settings and the lean transport)
+# is made under a lock of that client's, one per thing: one session and one resolution however many threads ask
+# at once. Rules that keep a SIGTERM's drain (which runs on the main thread and waits for the worker's sends)
+# from waiting on a lock it interrupted: the locks are the client's own, so that another client's first query
+# never holds the worker's; and the modules a build needs are imported before its lock is taken (the lean
+# transport's when the client is built: forks.py), so that no import runs under one. The locks are made again
+# in a new process (the parent's may be held by a thread that is gone) and once gevent or eventlet has patched
+# ``threading`` (a greenlet must not wait on a real lock: green.py); ``threading.Lock`` tells, as for the
+# throttle (``RLock`` stays the same function, building on the patched lock).
+_generation = 0  # counts new processes
 
 
-def _lock() -> Any:
-    global _build_lock, _build_lock_made_with
-    if _build_lock_made_with is not threading.Lock:
-        _build_lock, _build_lock_made_with = threading.RLock(), threading.Lock
-    return _build_lock
+def _new_process() -> None:
+    global _generation
+    _generation += 1
 
 
-def _renew_lock_after_fork() -> None:
-    global _build_lock, _build_lock_made_with
-    _build_lock, _build_lock_made_with = threading.RLock(), threading.Lock
+forks.on_new_process(_new_process)
 
 
-forks.on_new_process(_renew_lock_after_fork)
+class _Locks:
+    """A client's build locks (see above), made again in a new process or once ``threading`` is patched."""
+
+    __slots__ = ("generation", "made_with", "session", "wire")
+
+    def __init__(self) -> None:
+        self.generation = _generation
+        self.made_with = threading.Lock
+        self.session = threading.RLock()
+        self.wire = threading.RLock()
+
+    def current(self) -> bool:
+        return self.generation == _generation and self.made_with is threading.Lock
 
 
 def _no_proxy_configured() -> bool:
@@ -190,6 +203,8 @@ class CESClient:
         if session is not None:
             session.headers["User-Agent"] = USER_AGENT
         self._wire_state: _Wire | None = None  # resolved at the first request (``_wire``)
+        self._locks_state = _Locks()
+        from . import transport  # noqa: F401 - socket and ssl, on the app's thread: a thread of ours never imports
         self._adapter_state: BaseAdapter | None = None
         self._base = f"{self.endpoint}/V1.0/{quote(self.project_id, safe='')}"
         self._events_url = f"{self._base}/events"
@@ -203,17 +218,23 @@ class CESClient:
 
     # --- what the first request makes -------------------------------------------------------------------------
 
+    def _locks(self) -> _Locks:
+        locks = self._locks_state
+        if not locks.current():
+            locks = self._locks_state = _Locks()
+        return locks
+
     @property
     def session(self) -> requests.Session:
         """The ``requests`` session of queries and of every request off the lean path: the caller's, or one of
         ours, made (and ``requests`` imported) at its first use."""
         s = self._session
         if s is None:
-            with _lock():
+            from .deadline import new_session  # before the lock (see _Locks)
+
+            with self._locks().session:
                 s = self._session
                 if s is None:
-                    from .deadline import new_session
-
                     # One request at a time per handler; a few spare connections for direct callers.
                     # DeadlineAdapter: ``timeout`` bounds the whole exchange, not each read (deadline.py).
                     s = new_session(pool_maxsize=4)
@@ -224,7 +245,9 @@ class CESClient:
     def _wire(self) -> _Wire:
         wire = self._wire_state
         if wire is None:
-            with _lock():
+            if not (self._own_session and _no_proxy_configured()):
+                self.session  # noqa: B018 - made (requests imported) before the wire's lock is taken
+            with self._locks().wire:
                 wire = self._wire_state
                 if wire is None:
                     wire = self._wire_state = self._resolve_wire()

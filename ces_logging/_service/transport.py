@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import encodings.idna  # noqa: F401 - socket encodes a host name with it at a connect; here, not on our thread
 import os
 import select
 import socket
