@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -231,9 +232,10 @@ class CertificateFailure(TransportFailure):
 def _is_transport_exception(exc: BaseException) -> bool:
     if isinstance(exc, TransportFailure):
         return True
-    import requests  # here, not at the top: errors stays importable without the HTTP stack loaded
-
-    return isinstance(exc, requests.RequestException) and not isinstance(exc, ValueError)
+    # Not imported here: errors stays importable without the HTTP stack, and a thread of ours never imports
+    # (forks.py). Not loaded means the exception cannot be one of its.
+    requests = sys.modules.get("requests")
+    return requests is not None and isinstance(exc, requests.RequestException) and not isinstance(exc, ValueError)
 
 
 def _secret_values(headers: Any) -> Iterable[str]:

@@ -204,7 +204,7 @@ class CESClient:
             session.headers["User-Agent"] = USER_AGENT
         self._wire_state: _Wire | None = None  # resolved at the first request (``_wire``)
         self._locks_state = _Locks()
-        from . import transport  # noqa: F401 - socket and ssl, on the app's thread: a thread of ours never imports
+        self._import_what_sends_need()
         self._adapter_state: BaseAdapter | None = None
         self._base = f"{self.endpoint}/V1.0/{quote(self.project_id, safe='')}"
         self._events_url = f"{self._base}/events"
@@ -217,6 +217,21 @@ class CESClient:
         )
 
     # --- what the first request makes -------------------------------------------------------------------------
+
+    def _import_what_sends_need(self) -> None:
+        """What the worker's sends will use, imported here, on the app's thread: a thread of ours never imports
+        a module for the first time (forks.py). The lean POST's ``socket`` and ``ssl`` always; certifi's bundle
+        for https; ``requests`` (and ``http.client``, a proxy's tunnel) where sends go over it or through a
+        proxy: a session or auth object of the caller's own, or a proxy variable set."""
+        from . import transport  # noqa: F401
+
+        if self.endpoint.startswith("https:"):
+            import certifi  # noqa: F401
+        own_auth = self.auth is None or type(self.auth) in (AKSKAuth, TokenAuth)
+        if not (self._own_session and own_auth and _no_proxy_configured()):
+            import http.client  # noqa: F401
+
+            from . import deadline  # noqa: F401 - requests
 
     def _locks(self) -> _Locks:
         locks = self._locks_state
