@@ -487,3 +487,31 @@ def test_the_spool_is_due_after_the_back_off_and_never_while_a_probe_is_out(tmp_
     assert not state.due(stopping=False)  # one probe at a time
     state.probe_ended()
     assert state.due(stopping=False)  # the probe ended: the next may go (here the leased file is still out)
+
+
+def test_a_batch_a_sender_spools_while_the_batcher_finds_the_spool_empty_is_still_sent(tmp_path: Path) -> None:
+    """The batcher's claim finds no file, then lists the directory again while a sender puts a failed batch
+    on disk: the batcher must not clear ``backlog`` over the sender's write, or that file waits unseen until
+    the next outage (a flush in between times out with the batch still spooled)."""
+    stats = WorkerStats()
+    races = [True]
+
+    class RacingSpool(Spool):
+        def has_files(self) -> bool:
+            seen = super().has_files()  # the listing: nothing yet
+            if races and races.pop():
+                stats.taken(2)
+                assert state.write(events(2), Ledger(stats, "memory", self.owner))  # a sender, meanwhile
+            return seen
+
+    spool = RacingSpool(tmp_path / "spool", 10**6)
+    state = SpoolState(spool, stats, lambda r, t: True)
+    assert state.claim(senders_idle=False) is None and spool.pending() == 2
+    assert state.backlog  # the batcher looks again (in a second: ``next_probe``)
+    state.try_now()
+    assert state.due(stopping=False)
+    claimed = state.claim(senders_idle=True)
+    assert claimed is not None and claimed[0] is not None and len(claimed[0]) == 2
+    # and with nothing written meanwhile, an empty spool clears it
+    state.done(claimed[2])
+    assert state.claim(senders_idle=True) is None and not state.backlog and not state.due(stopping=False)

@@ -3,7 +3,10 @@
 State (under ``lock``; the batcher reads it, every sender writes it):
 
 - ``backlog``: files may be waiting (ours, or another process's): the batcher sends the oldest one when due,
-  and new batches go to disk behind them, so that the order holds;
+  and new batches go to disk behind them, so that the order holds. A sender sets it when it puts a batch on
+  disk (``_on_disk``); the batcher clears it when the spool looks empty, but only if no batch went to disk
+  since it looked (``_stored``, a count under the lock): a file a sender wrote while the batcher listed the
+  directory would otherwise wait unseen until the next outage;
 - ``outage``: a send failed in a way the service may recover from (429, 5xx, no connection) and the batch went
   to disk: new batches go to disk too, and one spooled file at a time (the *probe*) tries the service;
 - ``probe_attempt`` and ``next_probe``: the back-off between probes. It spans batches (it is the service that is
@@ -40,6 +43,7 @@ class SpoolState:
         self.say = say
         self.lock = threading.Lock()
         self.backlog = spool is not None and spool.pending() > 0
+        self._stored = 0  # batches put on disk (written or given back): see ``backlog`` above
         self.broken_until = 0.0
         self.outage = False
         self.probing = False  # one spooled file in flight while the service is down
@@ -49,6 +53,12 @@ class SpoolState:
     def renew_locks(self) -> None:
         """A new lock, made with ``threading`` as it is now (the worker's first start; see green.py)."""
         self.lock = threading.Lock()
+
+    def _on_disk(self) -> None:
+        """A batch was put on disk: the batcher must look."""
+        with self.lock:
+            self._stored += 1
+            self.backlog = True
 
     @property
     def owner(self) -> str | None:
@@ -149,7 +159,7 @@ class SpoolState:
             return False
         self._count_evicted(evicted)
         ledger.spooled(len(batch))
-        self.backlog = True
+        self._on_disk()
         return True
 
     def _count_evicted(self, evicted: list[SpoolFile]) -> None:
@@ -171,7 +181,7 @@ class SpoolState:
                 # The cap may take it, or older files, on its way back. A disk error leaves it leased: the
                 # lease is taken back as stale later.
                 self._count_evicted(self.call(self.spool.release, leased) or [])
-                self.backlog = True
+                self._on_disk()
                 return True
             self.done(leased)  # part of it went (too old): write what is left as a new file
         if self.write(batch, ledger):
@@ -192,12 +202,18 @@ class SpoolState:
         spool = self.spool
         if spool is None:
             return None
+        with self.lock:
+            stored = self._stored
         claimed = self.call(spool.claim)
         if claimed is None:
-            self.backlog = spool.has_files() if self.usable() else self.backlog
+            files = spool.has_files() if self.usable() else None  # None: unknown, unchanged
             if senders_idle:
                 self._refresh_own_spooled()
             with self.lock:
+                if files:
+                    self.backlog = True
+                elif files is not None and self._stored == stored:  # nothing went to disk since the claim looked
+                    self.backlog = False
                 if not self.backlog:
                     self.outage = False
                 else:
