@@ -10,6 +10,7 @@ record. Speed is ``make bench``'s business, not this file's.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -44,6 +45,29 @@ def pair(emu: Emulator) -> Iterator[tuple[logging.Logger, CESHandler, Keep]]:
     log.removeHandler(h)
     log.removeHandler(keep)
     h.close()
+
+
+@contextlib.contextmanager
+def attached(h: CESHandler) -> Iterator[logging.Logger]:
+    """A logger of its own with ``h`` on it; ``h`` closed at the end, whatever happens."""
+    log = logging.getLogger(f"hot{time.monotonic_ns()}")
+    log.propagate = False
+    log.addHandler(h)
+    try:
+        yield log
+    finally:
+        log.removeHandler(h)
+        h.close()
+
+
+def assert_all_delivered(emu: Emulator, h: CESHandler, n: int, timeout: float = 10) -> None:
+    """``n`` records stored once each, none left queued, and the counts' invariant."""
+    assert h.flush(timeout=timeout)
+    assert wait_for(lambda: emu.count(PROJECT) == n)
+    assert wait_for(lambda: h.stats.queued == 0)
+    s = h.stats
+    assert s.sent == n and s.queued == 0
+    assert s.sent + s.dropped + s.queued + s.folded == s.received
 
 
 class Odd:
@@ -95,11 +119,7 @@ def test_a_formatter_turns_the_fast_path_off_and_is_used(
     assert h._fast
     log.warning("plain %s", 2)
     assert h._buffer.items[-1] == h.preparer.prepare(keep.records[-1], None)
-    assert h.flush(timeout=10)
-    assert wait_for(lambda: emu.count(PROJECT) == 2)
-    s = h.stats
-    assert s.sent == 2 and s.queued == 0
-    assert s.sent + s.dropped + s.queued + s.folded == s.received
+    assert_all_delivered(emu, h, 2)
 
 
 def test_a_closed_handler_takes_nothing_by_the_fast_path(pair: tuple[logging.Logger, CESHandler, Keep]) -> None:
@@ -189,31 +209,23 @@ def test_the_fast_path_wakes_the_worker_by_the_buffers_rule(emu: Emulator) -> No
     from ces_logging.buffer import wakes
 
     h = CESHandler(project_id=PROJECT, endpoint=emu.url, flush_interval=60.0, batch_size=7, handle_sigterm=False)
-    log = logging.getLogger(f"hotwake{time.monotonic_ns()}")
-    log.propagate = False
-    log.addHandler(h)
-    real = h._worker
-    try:
-        for formatter in (None, logging.Formatter("%(message)s")):
-            h.setFormatter(formatter)
-            assert h._fast is (formatter is None)
-            stub = _StubWorker()
-            h._worker = stub  # type: ignore[assignment]
-            start = len(h._buffer.items)
-            for i in range(2100):
-                log.warning("record %s", i)
-            assert len(h._buffer.items) == start + 2100
-            assert stub.wakeup.n == sum(wakes(n, 7) for n in range(start + 1, start + 2101)), formatter
-    finally:
-        h._worker = real
-    h.setFormatter(None)
-    assert h.flush(timeout=30)
-    assert wait_for(lambda: emu.count(PROJECT) == 4200)
-    s = h.stats
-    assert s.sent == 4200 and s.queued == 0
-    assert s.sent + s.dropped + s.queued + s.folded == s.received
-    log.removeHandler(h)
-    h.close()
+    with attached(h) as log:
+        real = h._worker
+        try:
+            for formatter in (None, logging.Formatter("%(message)s")):
+                h.setFormatter(formatter)
+                assert h._fast is (formatter is None)
+                stub = _StubWorker()
+                h._worker = stub  # type: ignore[assignment]
+                start = len(h._buffer.items)
+                for i in range(2100):
+                    log.warning("record %s", i)
+                assert len(h._buffer.items) == start + 2100
+                assert stub.wakeup.n == sum(wakes(n, 7) for n in range(start + 1, start + 2101)), formatter
+        finally:
+            h._worker = real
+        h.setFormatter(None)
+        assert_all_delivered(emu, h, 4200, timeout=30)
 
 
 class _Explodes:
@@ -227,11 +239,7 @@ def test_an_argument_that_cannot_be_printed_never_reaches_the_app(
     log, h, keep = pair
     log.warning("value %s", _Explodes())  # must not raise here
     assert h._buffer.items[-1] == h.preparer.prepare(keep.records[-1], None)
-    assert h.flush(timeout=10)
-    assert wait_for(lambda: emu.count(PROJECT) == 1)
-    s = h.stats
-    assert s.sent == 1 and s.queued == 0
-    assert s.sent + s.dropped + s.queued + s.folded == s.received
+    assert_all_delivered(emu, h, 1)
 
 
 @pytest.mark.parametrize("missing", ["exc_text", "thread", "process", "msg", "args", "created", "levelno", "name"])
@@ -253,7 +261,9 @@ def test_a_record_missing_a_standard_attribute_never_reaches_the_app(
     assert buf.bytes_in - buf.bytes_out == _sizes(list(buf.items))
 
 
-def test_an_emit_patched_on_the_instance_is_called(pair: tuple[logging.Logger, CESHandler, Keep]) -> None:
+def test_an_emit_patched_on_the_instance_is_called(
+    emu: Emulator, pair: tuple[logging.Logger, CESHandler, Keep]
+) -> None:
     from unittest import mock
 
     log, h, _ = pair
@@ -264,6 +274,7 @@ def test_an_emit_patched_on_the_instance_is_called(pair: tuple[logging.Logger, C
     assert h._fast  # the patch undone: the fast path is back
     log.warning("kept %s", 2)
     assert h.stats.received == 1
+    assert_all_delivered(emu, h, 1)
 
 
 def test_a_subclass_with_its_own_filter_is_asked(emu: Emulator) -> None:
@@ -272,21 +283,12 @@ def test_a_subclass_with_its_own_filter_is_asked(emu: Emulator) -> None:
             return record.levelno >= logging.ERROR
 
     h = OnlyErrors(project_id=PROJECT, endpoint=emu.url, handle_sigterm=False)
-    log = logging.getLogger(f"hotfilter{time.monotonic_ns()}")
-    log.propagate = False
-    log.addHandler(h)
-    try:
+    with attached(h) as log:
         assert not h._fast
         log.warning("filtered out")
         log.error("kept")
-        assert h.flush(timeout=10)
-        assert wait_for(lambda: emu.count(PROJECT) == 1)
-        s = h.stats
-        assert s.received == 1 and s.sent == 1 and s.queued == 0
-        assert s.sent + s.dropped + s.queued + s.folded == s.received
-    finally:
-        log.removeHandler(h)
-        h.close()
+        assert_all_delivered(emu, h, 1)
+        assert h.stats.received == 1
 
 
 def test_a_subclass_with_its_own_emit_gets_every_record(emu: Emulator) -> None:
@@ -298,21 +300,11 @@ def test_a_subclass_with_its_own_emit_gets_every_record(emu: Emulator) -> None:
             super().emit(record)
 
     h = Mine(project_id=PROJECT, endpoint=emu.url, handle_sigterm=False)
-    log = logging.getLogger(f"hotsub{time.monotonic_ns()}")
-    log.propagate = False
-    log.addHandler(h)
-    try:
+    with attached(h) as log:
         assert not h._fast
         log.warning("mine %s", 1)
         assert seen == ["mine 1"]
-        assert h.flush(timeout=10)
-        assert wait_for(lambda: emu.count(PROJECT) == 1)
-        s = h.stats
-        assert s.sent == 1 and s.queued == 0
-        assert s.sent + s.dropped + s.queued + s.folded == s.received
-    finally:
-        log.removeHandler(h)
-        h.close()
+        assert_all_delivered(emu, h, 1)
 
 
 def test_a_sigterm_handed_on_ends_the_fast_path(
@@ -332,11 +324,7 @@ def test_a_sigterm_handed_on_ends_the_fast_path(
     assert not h._fast
     log.warning("after SIGTERM %s", 1)
     assert emu.count(PROJECT) == 1  # delivered before the call returned
-    s = h.stats
-    assert wait_for(lambda: h.stats.queued == 0)
-    s = h.stats
-    assert s.sent == 1
-    assert s.sent + s.dropped + s.queued + s.folded == s.received
+    assert_all_delivered(emu, h, 1)
 
 
 def test_the_fast_path_comes_back_once_the_hand_over_is_over(
@@ -344,13 +332,10 @@ def test_the_fast_path_comes_back_once_the_hand_over_is_over(
 ) -> None:
     from ces_logging import lifecycle
 
-    h = CESHandler(project_id=PROJECT, endpoint=emu.url, handle_sigterm=False, grace_period=0.3)
-    log = logging.getLogger(f"hotover{time.monotonic_ns()}")
-    log.propagate = False
-    log.addHandler(h)
     monkeypatch.setattr(lifecycle, "_previous_sigterm", lambda signum, frame: None)
     monkeypatch.setattr(lifecycle, "terminating_until", None)
-    try:
+    h = CESHandler(project_id=PROJECT, endpoint=emu.url, handle_sigterm=False, grace_period=0.3)
+    with attached(h) as log:
         lifecycle._handle_sigterm(15, None)
         assert not h._fast
         time.sleep(0.4)  # the hand-over's grace period (the longest of the open handlers') is over
@@ -359,14 +344,7 @@ def test_the_fast_path_comes_back_once_the_hand_over_is_over(
         later = CESHandler(project_id=PROJECT, endpoint=emu.url, handle_sigterm=False)
         assert later._fast
         later.close()
-        assert h.flush(timeout=10)
-        assert wait_for(lambda: emu.count(PROJECT) == 1)
-        s = h.stats
-        assert s.sent == 1 and s.queued == 0
-        assert s.sent + s.dropped + s.queued + s.folded == s.received
-    finally:
-        log.removeHandler(h)
-        h.close()
+        assert_all_delivered(emu, h, 1)
 
 
 def test_a_sigterm_between_the_question_and_the_store_is_not_undone(
@@ -410,3 +388,4 @@ def test_a_sigterm_between_the_question_and_the_store_is_not_undone(
     assert not h._fast
     log.warning("logged during the graceful shutdown %s", 1)
     assert emu.count(PROJECT) == 1  # delivered before the call returned
+    assert_all_delivered(emu, h, 1)
