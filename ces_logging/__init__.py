@@ -34,8 +34,8 @@ from .serverless import deliver_before_return, invocation
 
 if TYPE_CHECKING:
     from ._service.auth import AKSKAuth, IAMPasswordTokenProvider, MetadataCredentialsProvider, TokenAuth
-    from ._service.client import CESClient, EventDetailPage, ReportedEvent
-    from .model import CustomEvent, Dimension, EventRecord, HandlerStats
+    from ._service.client import CESClient
+    from .model import CustomEvent, Dimension, EventDetailPage, EventRecord, HandlerStats, ReportedEvent
 
 __version__ = "0.2.0"
 
@@ -46,8 +46,8 @@ _LAZY = {
     "MetadataCredentialsProvider": "_service.auth",
     "TokenAuth": "_service.auth",
     "CESClient": "_service.client",
-    "EventDetailPage": "_service.client",
-    "ReportedEvent": "_service.client",
+    "EventDetailPage": "model",
+    "ReportedEvent": "model",
     "CustomEvent": "model",
     "Dimension": "model",
     "EventRecord": "model",

@@ -1,10 +1,10 @@
-"""The package's public value types: the custom-event model (``CustomEvent``, ``Dimension``, ``EventRecord``)
-and ``HandlerStats``.
+"""The package's public value types: the custom-event model (``CustomEvent``, ``Dimension``, ``EventRecord``),
+the client's answers (``ReportedEvent``, ``EventDetailPage``) and ``HandlerStats``.
 
 Dataclasses, in a module of their own because ``dataclasses`` imports ``inspect`` (with ``ast``, ``dis`` and
-``tokenize``): a few milliseconds that every process would pay at ``import ces_logging`` although logging a
-record never needs these types. They load when first used (``handler.stats``, the client, the CLI); the field
-rules they describe are ``events.py``'s.
+``tokenize``): a few milliseconds that every process would pay at ``import ces_logging`` (or at building a
+handler that sends) although logging a record never needs these types. They load when first used
+(``handler.stats``, a report or a query, the CLI); the field rules they describe are ``events.py``'s.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from .events import EVENT_TYPE_CUSTOM, SUB_EVENT_CUSTOM
 
-__all__ = ["CustomEvent", "Dimension", "EventRecord", "HandlerStats"]
+__all__ = ["CustomEvent", "Dimension", "EventDetailPage", "EventRecord", "HandlerStats", "ReportedEvent"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,28 @@ class EventRecord:
     @property
     def content(self) -> str:
         return str(self.detail.get("content", ""))
+
+
+@dataclass(frozen=True)
+class ReportedEvent:
+    """What the service answered for one reported event: its new ``event_id`` and its name."""
+
+    event_id: str
+    event_name: str
+
+
+@dataclass(frozen=True)
+class EventDetailPage:
+    """One page of ``GET /V1.0/{project_id}/event/{event_name}``; ``total`` counts all matches."""
+
+    event_name: str
+    event_type: str
+    sub_event_type: str | None
+    event_users: list[str]
+    event_sources: list[str]
+    event_info: list[EventRecord]
+    total: int
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,29 @@ out["inactive"] = sorted(m for m in {FOR_A_SENDING_HANDLER!r} if m in sys.module
     assert out["inactive"] == []
 
 
+# Not loaded by building a handler that sends either (a cold start builds one): the typed model's dataclasses
+# come with ``handler.stats`` or a query, ``requests`` with a query or a proxy, configparser with a profile file.
+NOT_FOR_A_SENDING_HANDLER = ("requests", "urllib3", "http.client", "dataclasses", "inspect", "configparser")
+
+
+def test_building_a_sending_handler_loads_no_requests_and_no_dataclasses() -> None:
+    r = run_python(
+        f"""
+import json, sys
+from ces_logging import CESHandler
+h = CESHandler(project_id="p", endpoint="http://127.0.0.1:9", ak="ak", sk="sk", handle_sigterm=True)
+built = sorted(m for m in {NOT_FOR_A_SENDING_HANDLER!r} if m in sys.modules)
+h.stats
+print(json.dumps({{"built": built, "stats": "dataclasses" in sys.modules}}))
+h.close(grace_period=0)
+"""
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["built"] == []
+    assert out["stats"]  # the model loads when first asked for
+
+
 def test_an_inactive_configure_loads_nothing_more() -> None:
     out = probe(
         """

@@ -26,7 +26,6 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -171,15 +170,36 @@ def _header_safe(value: str | None) -> bool:
     return value is None or bool(_HEADER_SAFE.fullmatch(value))
 
 
-
-@dataclass(frozen=True)
 class Credentials:
-    """An AK/SK pair, with a security token and an expiry for temporary keys."""
+    """An AK/SK pair, with a security token and an expiry for temporary keys; read-only, compared by value.
 
+    A plain class, not a dataclass: ``dataclasses`` loads ``inspect`` (with ``ast`` and ``dis``), some ten
+    milliseconds of every cold start that builds a handler."""
+
+    __slots__ = ("ak", "expires_at", "security_token", "sk")
     ak: str
     sk: str
-    security_token: str | None = None
-    expires_at: float | None = None  # epoch seconds
+    security_token: str | None
+    expires_at: float | None  # epoch seconds
+
+    def __init__(self, ak: str, sk: str, security_token: str | None = None, expires_at: float | None = None) -> None:
+        for name, value in (("ak", ak), ("sk", sk), ("security_token", security_token), ("expires_at", expires_at)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Credentials are read-only: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Credentials are read-only: cannot delete {name!r}")
+
+    def _key(self) -> tuple[str, str, str | None, float | None]:
+        return (self.ak, self.sk, self.security_token, self.expires_at)
+
+    def __eq__(self, other: object) -> bool:
+        return self._key() == other._key() if isinstance(other, Credentials) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     def __repr__(self) -> str:
         tok = ", security_token=***" if self.security_token else ""

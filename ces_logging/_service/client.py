@@ -26,7 +26,6 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from urllib.parse import quote, urlsplit
@@ -45,7 +44,6 @@ from ..errors import (
     transport_error_text,
 )
 from ..events import EVENT_TYPE_CUSTOM, MAX_EVENTS_PER_REQUEST, QUERY_MAX_LIMIT
-from ..model import CustomEvent, EventRecord
 from .auth import AKSKAuth, TokenAuth, TokenProvider, encode_query
 from .credentials import resolve_auth
 
@@ -53,32 +51,11 @@ if TYPE_CHECKING:
     import requests
     from requests.adapters import BaseAdapter
 
+    from ..model import CustomEvent, EventDetailPage, EventRecord, ReportedEvent
     from .transport import FastPost
 
 USER_AGENT = "ces-logging/0.2"
 _JSON_TYPE = "application/json;charset=UTF-8"
-
-
-@dataclass(frozen=True)
-class ReportedEvent:
-    """What the service answered for one reported event: its new ``event_id`` and its name."""
-
-    event_id: str
-    event_name: str
-
-
-@dataclass(frozen=True)
-class EventDetailPage:
-    """One page of ``GET /V1.0/{project_id}/event/{event_name}``; ``total`` counts all matches."""
-
-    event_name: str
-    event_type: str
-    sub_event_type: str | None
-    event_users: list[str]
-    event_sources: list[str]
-    event_info: list[EventRecord]
-    total: int
-    raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
 class _Wire(NamedTuple):
@@ -449,6 +426,8 @@ class CESClient:
 
     def report_events(self, events: Iterable[CustomEvent | Mapping[str, Any]]) -> list[ReportedEvent]:
         """Report any number of events, 100 to a request, in order; each one's id back, in the same order."""
+        from ..model import CustomEvent, ReportedEvent  # dataclasses: loaded by the first call, not by a handler
+
         items = [e.to_api() if isinstance(e, CustomEvent) else dict(e) for e in events]
         out: list[ReportedEvent] = []
         for i in range(0, len(items), MAX_EVENTS_PER_REQUEST):
@@ -477,6 +456,8 @@ class CESClient:
         limit: int = QUERY_MAX_LIMIT,
     ) -> EventDetailPage:
         """One page of an event name's occurrences, newest first (times: ms int, seconds float, datetime)."""
+        from ..model import EventDetailPage, EventRecord  # dataclasses: loaded by the first query, not by a handler
+
         if not 1 <= limit <= QUERY_MAX_LIMIT:
             raise ValueError(f"limit must be 1 to {QUERY_MAX_LIMIT}, got {limit}")
         params: dict[str, object] = {

@@ -19,13 +19,11 @@ there is no metadata service: nothing found is then the ``ConfigError`` at const
 
 from __future__ import annotations
 
-import configparser
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .. import notice
 from ..config import ENV_TOKEN, env_first
@@ -92,8 +90,7 @@ def _profile_file(env: Mapping[str, str]) -> Path | None:
         return None
 
 
-@dataclass(frozen=True)
-class ResolvedAuth:
+class ResolvedAuth(NamedTuple):  # not a dataclass: see ``Credentials``
     auth: AKSKAuth | TokenAuth | None  # None: no credentials, only for an open (local) endpoint
     source: str  # "arguments", "environment", "profile file <path>", "metadata <url>", "none"
     project_id: str | None = None  # a project id the source carried (profile file)
@@ -135,6 +132,8 @@ def resolve_auth(
 
     path = _profile_file(env)
     if path is not None:
+        import configparser  # a profile file only; resolve_auth runs when a client is built, on the app's thread
+
         parser = configparser.ConfigParser()
         try:
             parser.read(path, encoding="utf-8")
