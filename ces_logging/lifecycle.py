@@ -34,6 +34,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import sys
 import threading
 import time
 import weakref
@@ -248,6 +249,7 @@ def _handle_sigterm(signum: int, frame: Any) -> None:
 
 # --- multiprocessing -------------------------------------------------------------------------------------------
 
+_mp_wanted = False  # a handler that sends was built: multiprocessing children must drain at their end
 _mp_hooked = False
 
 
@@ -260,20 +262,39 @@ _ANCHOR = _Anchor()
 
 def _install_mp_hook() -> None:
     """Make every multiprocessing child (fork, spawn, forkserver) drain at its end: ``_exit_function`` runs the
-    finalizers, then ``os._exit`` skips atexit."""
-    global _mp_hooked
-    if _mp_hooked:
-        return
-    _mp_hooked = True
-    try:
-        from multiprocessing import util
-    except ImportError:  # pragma: no cover - a Python without multiprocessing
-        return
-    util.register_after_fork(_ANCHOR, _in_mp_child)
-    import multiprocessing.process as mpp
+    finalizers, then ``os._exit`` skips atexit.
 
-    if mpp.current_process()._parent_pid is not None:  # type: ignore[attr-defined]
-        _in_mp_child(_ANCHOR)  # imported inside a child already past its after-fork step (a lazy import)
+    Without importing multiprocessing (with subprocess, socket and pickle, most of a handler's build time): a
+    process that has not loaded it has no multiprocessing child yet. If it loads it later and forks one, the
+    hook is put in the child by ``_mp_after_fork``, before multiprocessing runs its after-fork step there; a
+    spawn or forkserver child loads it before it builds its own handler, and is hooked here."""
+    global _mp_wanted
+    _mp_wanted = True
+    util = sys.modules.get("multiprocessing.util")
+    if util is None or _mp_hooked:
+        return
+    _hook_mp(util)
+    mpp = sys.modules.get("multiprocessing.process")
+    if mpp is not None and mpp.current_process()._parent_pid is not None:
+        _in_mp_child(_ANCHOR)  # built inside a child already past its after-fork step (a lazy import)
+
+
+def _hook_mp(util: Any) -> None:
+    """Run ``_in_mp_child`` in every multiprocessing child forked from here on (the registry is inherited)."""
+    global _mp_hooked
+    _mp_hooked = True
+    util.register_after_fork(_ANCHOR, _in_mp_child)
+
+
+def _mp_after_fork() -> None:
+    """A forked child of a process whose handlers were built before it loaded multiprocessing: if this child
+    is multiprocessing's, its ``Process._bootstrap`` has not run yet and will run the after-fork registry, so
+    registering now hooks it. (In any other child the entry waits, harmless, for a multiprocessing child of
+    its own.) Imports nothing: an at-fork hook (forks.py)."""
+    if _mp_wanted and not _mp_hooked:
+        util = sys.modules.get("multiprocessing.util")
+        if util is not None:
+            _hook_mp(util)
 
 
 def _in_mp_child(_: object) -> None:
@@ -310,5 +331,6 @@ def _handlers_after_fork() -> None:
 
 
 forks.on_new_process(_reset_after_fork)
+forks.on_new_process(_mp_after_fork)
 forks.on_new_process(_handlers_after_fork, after_modules=True)  # on the modules' new locks and tokens
 atexit.register(_at_exit)

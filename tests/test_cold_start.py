@@ -82,11 +82,22 @@ out["inactive"] = sorted(m for m in {FOR_A_SENDING_HANDLER!r} if m in sys.module
 
 
 # Not loaded by building a handler that sends either (a cold start builds one): the typed model's dataclasses
-# come with ``handler.stats`` or a query, ``requests`` with a query or a proxy, configparser with a profile file.
-NOT_FOR_A_SENDING_HANDLER = ("requests", "urllib3", "http.client", "dataclasses", "inspect", "configparser")
+# come with ``handler.stats`` or a query, ``requests`` with a query or a proxy, configparser with a profile file,
+# and multiprocessing (with subprocess and pickle) only with the app's own use of it (lifecycle's hook).
+NOT_FOR_A_SENDING_HANDLER = (
+    "requests",
+    "urllib3",
+    "http.client",
+    "dataclasses",
+    "inspect",
+    "configparser",
+    "multiprocessing",
+    "subprocess",
+    "pickle",
+)
 
 
-def test_building_a_sending_handler_loads_no_requests_and_no_dataclasses() -> None:
+def test_building_a_sending_handler_loads_no_requests_dataclasses_or_multiprocessing() -> None:
     r = run_python(
         f"""
 import json, sys

@@ -289,15 +289,20 @@ def test_handler_made_off_the_main_thread_works(emu: Emulator) -> None:
 
 
 @pytest.mark.parametrize("mode", ["with", "close_join", "process"])
-@pytest.mark.parametrize("method", START_METHODS)
-def test_multiprocessing_workers_deliver(emu: Emulator, method: str, mode: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "late"), [*((m, False) for m in START_METHODS), *(("fork", True),) * ("fork" in START_METHODS)]
+)
+def test_multiprocessing_workers_deliver(emu: Emulator, method: str, late: bool, mode: str) -> None:
     """4 workers, 200 tasks, each logging one warning with a resource id of its own: all 200 are stored,
     whether the pool is left by ``with`` (terminate: SIGTERM to the workers), ``close(); join()`` (workers end
-    by ``os._exit`` under fork, no atexit), or plain ``Process``es that return."""
+    by ``os._exit`` under fork, no atexit), or plain ``Process``es that return. ``late``: the app imports
+    multiprocessing only after the handler is built (building one does not load it), and forks its workers."""
     n = 200
-    r = run([sys.executable, str(APPS / "pool_script.py"), method, mode, str(n)], child_env(emu.url))
+    argv = [sys.executable, str(APPS / "pool_script.py"), method, mode, str(n), *(["late"] if late else [])]
+    r = run(argv, child_env(emu.url))
     assert r.returncode == 0, r.stderr
     (d,) = json_lines(r.stdout)
+    assert d["mp_at_configure"] is not late, d
     assert d["workers"] == 4, d  # the tasks did spread over the four workers
     if mode == "process":
         assert d["exitcodes"] == [0, 0, 0, 0]

@@ -1,11 +1,12 @@
 """multiprocessing workers that log and end, the ways apps end them.
 
-``python tests/apps/pool_script.py METHOD MODE N``: METHOD a start method (fork, spawn, forkserver); MODE
+``python tests/apps/pool_script.py METHOD MODE N [late]``: METHOD a start method (fork, spawn, forkserver); MODE
 ``with`` (``with Pool(4)``: its exit calls ``terminate()``, i.e. SIGTERM to the workers), ``close_join``
 (``close(); join()``: the workers return and end without atexit under fork), ``process`` (four
 ``Process``es that log and return). N tasks each log one warning with a resource id of its own, so that no two
 events can be merged: every one must be stored. ``configure`` runs at import, so that spawn and forkserver
-children (which import this module again) have a handler too, as in a real app.
+children (which import this module again) have a handler too, as in a real app. ``late``: multiprocessing is
+imported after the handler is built (by ``main``, as an app that starts a pool in a command does), not before.
 
 The pool's workers wait for each other before the first task and each task takes a few milliseconds, so the
 tasks spread over all four (about 50 each, below a batch of 100): every record is still queued in its worker
@@ -16,15 +17,18 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing as mp
 import os
 import sys
 import time
 from typing import Any
 
+if "late" not in sys.argv[4:]:
+    import multiprocessing  # noqa: F401 - loaded before the handler is built
+
 import ces_logging
 
 ces_logging.configure(level="WARNING", event_name="poolTask", flush_interval=60)
+MP_AT_CONFIGURE = "multiprocessing" in sys.modules
 log = logging.getLogger("pool")
 
 
@@ -44,6 +48,8 @@ def tasks(lo: int, hi: int) -> None:
 
 
 def main() -> None:
+    import multiprocessing as mp
+
     method, mode, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     ctx = mp.get_context(method)
     pids: list[int] = []
@@ -67,7 +73,8 @@ def main() -> None:
     else:
         raise SystemExit(f"unknown mode {mode}")
     most = max(pids.count(p) for p in set(pids)) if mode != "process" else n // 4
-    print(json.dumps({"workers": len(set(pids)), "most_tasks": most, "exitcodes": exitcodes}), flush=True)
+    out = {"workers": len(set(pids)), "most_tasks": most, "exitcodes": exitcodes, "mp_at_configure": MP_AT_CONFIGURE}
+    print(json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":
