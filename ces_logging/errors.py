@@ -11,7 +11,7 @@ import re
 import sys
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 
 class ConfigError(ValueError):
@@ -184,13 +184,48 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
-    import email.utils  # an HTTP date: rare (most services send seconds), and the email package is not small
+    when = _http_date(value)
+    return None if when is None else max(0.0, when - time.time())
 
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+
+# An HTTP date has three forms (RFC 9110, section 5.6.7), all in UTC: "Sun, 06 Nov 1994 08:49:37 GMT" (the one
+# to send), "Sunday, 06-Nov-94 08:49:37 GMT" and "Sun Nov  6 08:49:37 1994". Parsed here, with arithmetic only:
+# a Retry-After header is read on a worker thread, and a thread of ours never imports a module (forks.py), as
+# the email package's parser would at its first use.
+_MONTHS: Final = {
+    m: i
+    for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)
+}
+_IMF_OR_RFC850: Final = (
+    r"[A-Za-z]+, (\d{1,2})[ -]([A-Za-z]{3})[ -](\d{2}|\d{4}) (\d{2}):(\d{2}):(\d{2}) (?:GMT|UTC|\+0000)"
+)
+_ASCTIME: Final = r"[A-Za-z]{3} ([A-Za-z]{3}) +(\d{1,2}) (\d{2}):(\d{2}):(\d{2}) (\d{4})"
+
+
+def _http_date(value: str) -> float | None:
+    """Seconds since the epoch of an HTTP date in any of its three forms; None when it is none of them."""
+    if m := re.fullmatch(_IMF_OR_RFC850, value):
+        day, mon, year, hh, mm, ss = m.groups()
+    elif m := re.fullmatch(_ASCTIME, value):
+        mon, day, hh, mm, ss, year = m.groups()
+    else:
         return None
-    return max(0.0, when.timestamp() - time.time())
+    month = _MONTHS.get(mon.lower())
+    y, d, h, mi, s = int(year), int(day), int(hh), int(mm), int(ss)
+    if len(year) == 2:  # a two-digit year more than 50 years ahead is the last century's (RFC 9110)
+        now = time.gmtime().tm_year
+        y += now - now % 100
+        if y > now + 50:
+            y -= 100
+    if month is None or not (1 <= d <= 31 and h <= 23 and mi <= 59 and s <= 60):
+        return None
+    # days from 1970-01-01 to y-month-d in the proleptic Gregorian calendar (a March-based year)
+    yy = y - (month <= 2)
+    era = yy // 400
+    yoe = yy - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + d - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    return float(days * 86400 + h * 3600 + mi * 60 + s)
 
 
 _USERINFO = re.compile(r"(?<=//)[^/\s@]+@")  # user:password@ in a URL (a proxy's, say)

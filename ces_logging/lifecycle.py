@@ -271,9 +271,12 @@ def _install_mp_hook() -> None:
     global _mp_wanted
     _mp_wanted = True
     util = sys.modules.get("multiprocessing.util")
-    if util is None or _mp_hooked:
+    if util is None:
         return
-    _hook_mp(util)
+    with _registry_lock:  # two threads building handlers at once register once
+        if _mp_hooked:
+            return
+        _hook_mp(util)
     mpp = sys.modules.get("multiprocessing.process")
     if mpp is not None and mpp.current_process()._parent_pid is not None:
         _in_mp_child(_ANCHOR)  # built inside a child already past its after-fork step (a lazy import)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -126,6 +127,29 @@ def test_error_from_response_kinds() -> None:
     e = CESError.from_response(401, b'{"error_code":"APIGW.0301","error_msg":"no"}', hdrs)
     assert type(e).__name__ == "CESAuthError" and str(e) == "HTTP 401 APIGW.0301: no (request id rid)"
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0 and parse_retry_after("x") is None
+
+
+@pytest.mark.parametrize("seconds", [0, 784111777, 1445412480, 951782400, 4107542399, -2208988800])
+def test_an_http_date_in_each_of_its_three_forms_is_read_as_the_email_package_reads_it(seconds: int) -> None:
+    """Retry-After may be an HTTP date (IMF-fixdate, RFC 850, asctime): read without the email package (a worker
+    thread reads it, and a thread of ours never imports), to the same second as ``email.utils``."""
+    import email.utils
+
+    from ces_logging.errors import _http_date
+
+    imf = email.utils.formatdate(seconds, usegmt=True)
+    tm = time.gmtime(seconds)
+    rfc850 = time.strftime("%A, %d-%b-%y %H:%M:%S GMT", tm)
+    asctime = time.strftime("%a %b ", tm) + f"{tm.tm_mday:2d}" + time.strftime(" %H:%M:%S %Y", tm)
+    assert email.utils.parsedate_to_datetime(imf).timestamp() == seconds
+    assert _http_date(imf) == seconds
+    assert _http_date(asctime) == seconds
+    if abs(tm.tm_year - time.gmtime().tm_year) < 50:  # a two-digit year means the nearest century
+        assert _http_date(rfc850) == seconds
+    for bad in ("Wed, 32 Oct 2015 07:28:00 GMT", "Wed, 21 Foo 2015 07:28:00 GMT", "Wed, 21 Oct 2015 24:00:00 GMT",
+                "Wed, 21 Oct 2015 07:28:00 PST", "21 Oct 2015", "soon", ""):  # fmt: skip
+        assert _http_date(bad) is None, bad
+    assert parse_retry_after(email.utils.formatdate(time.time() + 30, usegmt=True)) == pytest.approx(30, abs=2)
 
 
 def test_to_ms() -> None:

@@ -36,7 +36,7 @@ from ces_logging.errors import (
     CESValidationError,
 )
 from ces_logging.events import now_ms
-from ces_logging.spool import Spool
+from ces_logging.spool import Spool, SpoolFile
 from ces_logging.throttle import Throttle
 from ces_logging.worker import Ledger, WorkerStats
 
@@ -515,3 +515,35 @@ def test_a_batch_a_sender_spools_while_the_batcher_finds_the_spool_empty_is_stil
     # and with nothing written meanwhile, an empty spool clears it
     state.done(claimed[2])
     assert state.claim(senders_idle=True) is None and not state.backlog and not state.due(stopping=False)
+
+
+def test_a_leased_batch_that_could_not_be_given_back_is_given_back_later(tmp_path: Path) -> None:
+    """A send failed and giving its file back to the spool failed too (a disk error): the file stays leased
+    under this process's own pid and token, which no one takes as stale while the process lives. The next
+    claim gives it back and sends it; meanwhile the spool is not taken for empty."""
+    stats = WorkerStats()
+    fails = [PermissionError(13, "Permission denied")]
+
+    class FlakySpool(Spool):
+        def release(self, f: SpoolFile) -> list[SpoolFile]:
+            if fails:
+                raise fails.pop()
+            return super().release(f)
+
+    spool = FlakySpool(tmp_path / "spool", 10**6)
+    state = SpoolState(spool, stats, lambda r, t: True)
+    stats.taken(3)
+    assert state.write(events(3), Ledger(stats, "memory", spool.owner))
+    claimed = state.claim(senders_idle=True)
+    assert claimed is not None
+    items, ledger, leased = claimed
+    assert items is not None
+    assert state.park(items, ledger, leased, None)  # its send failed; the release fails
+    assert not fails and spool.pending() == 3 and not spool.has_files()  # still leased: invisible to claims
+    assert state.claim(senders_idle=True) is None  # the disk is not tried again yet (broken for a while)
+    assert state.backlog
+    state.broken_until = 0.0  # the retry time has come
+    again = state.claim(senders_idle=True)
+    assert again is not None and again[0] is not None and len(again[0]) == 3
+    state.done(again[2])
+    assert state.claim(senders_idle=True) is None and not state.backlog and spool.pending() == 0

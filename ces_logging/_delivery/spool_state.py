@@ -44,6 +44,9 @@ class SpoolState:
         self.lock = threading.Lock()
         self.backlog = spool is not None and spool.pending() > 0
         self._stored = 0  # batches put on disk (written or given back): see ``backlog`` above
+        # Leased files a disk error kept us from giving back: still ours (our pid and token), so no one takes
+        # them as stale while this process lives; given back at the next claim.
+        self._unreleased: list[SpoolFile] = []
         self.broken_until = 0.0
         self.outage = False
         self.probing = False  # one spooled file in flight while the service is down
@@ -178,9 +181,13 @@ class SpoolState:
             return True
         if leased is not None and self.spool is not None:
             if len(batch) == leased.count:
-                # The cap may take it, or older files, on its way back. A disk error leaves it leased: the
-                # lease is taken back as stale later.
-                self._count_evicted(self.call(self.spool.release, leased) or [])
+                # The cap may take it, or older files, on its way back. A disk error leaves it leased: it is
+                # given back at the next claim (``_release_kept``).
+                evicted = self.call(self.spool.release, leased)
+                if evicted is None:
+                    with self.lock:
+                        self._unreleased.append(leased)
+                self._count_evicted(evicted or [])
                 self._on_disk()
                 return True
             self.done(leased)  # part of it went (too old): write what is left as a new file
@@ -202,15 +209,16 @@ class SpoolState:
         spool = self.spool
         if spool is None:
             return None
+        self._release_kept(spool)
         with self.lock:
             stored = self._stored
         claimed = self.call(spool.claim)
         if claimed is None:
-            files = spool.has_files() if self.usable() else None  # None: unknown, unchanged
+            files = self.call(spool.has_files) if self.usable() else None  # None: unknown, unchanged
             if senders_idle:
                 self._refresh_own_spooled()
             with self.lock:
-                if files:
+                if files or self._unreleased:
                     self.backlog = True
                 elif files is not None and self._stored == stored:  # nothing went to disk since the claim looked
                     self.backlog = False
@@ -230,6 +238,20 @@ class SpoolState:
             if self.outage:
                 self.probing = True
         return items, ledger, leased
+
+    def _release_kept(self, spool: Spool) -> None:
+        """Give back the leased files a disk error kept (``park``); those that still fail wait for the next."""
+        if not self._unreleased or not self.usable():
+            return
+        with self.lock:
+            kept, self._unreleased = self._unreleased, []
+        for leased in kept:
+            evicted = self.call(spool.release, leased)
+            if evicted is None:
+                with self.lock:
+                    self._unreleased.append(leased)
+            else:
+                self._count_evicted(evicted)
 
     def _refresh_own_spooled(self) -> None:
         """When the files this handler wrote are gone (another process delivered them), stop counting them as

@@ -174,9 +174,11 @@ class Credentials:
     """An AK/SK pair, with a security token and an expiry for temporary keys; read-only, compared by value.
 
     A plain class, not a dataclass: ``dataclasses`` loads ``inspect`` (with ``ast`` and ``dis``), some ten
-    milliseconds of every cold start that builds a handler."""
+    milliseconds of every cold start that builds a handler. It copies, pickles and matches as the frozen
+    dataclass it replaced did."""
 
-    __slots__ = ("ak", "expires_at", "security_token", "sk")
+    __slots__ = ("__weakref__", "ak", "expires_at", "security_token", "sk")
+    __match_args__ = ("ak", "sk", "security_token", "expires_at")
     ak: str
     sk: str
     security_token: str | None
@@ -194,6 +196,9 @@ class Credentials:
 
     def _key(self) -> tuple[str, str, str | None, float | None]:
         return (self.ak, self.sk, self.security_token, self.expires_at)
+
+    def __reduce__(self) -> tuple[type[Credentials], tuple[str, str, str | None, float | None]]:
+        return (Credentials, self._key())  # copy and pickle build a new one (assignment is refused)
 
     def __eq__(self, other: object) -> bool:
         return self._key() == other._key() if isinstance(other, Credentials) else NotImplemented

@@ -54,6 +54,20 @@ if TYPE_CHECKING:
     from ..model import CustomEvent, EventDetailPage, EventRecord, ReportedEvent
     from .transport import FastPost
 
+# The client's answer types live in model.py (dataclasses: loaded by the first report or query, not by building
+# a handler); their old address here still resolves, through __getattr__. (``typing.get_type_hints`` on this
+# module's functions reads the module's globals, not __getattr__: pass ``vars(ces_logging.model)`` to it.)
+_MODEL_NAMES = frozenset({"CustomEvent", "EventDetailPage", "EventRecord", "ReportedEvent"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODEL_NAMES:
+        from .. import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 USER_AGENT = "ces-logging/0.2"
 _JSON_TYPE = "application/json;charset=UTF-8"
 

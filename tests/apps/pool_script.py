@@ -23,12 +23,13 @@ import time
 from typing import Any
 
 if "late" not in sys.argv[4:]:
-    import multiprocessing  # noqa: F401 - loaded before the handler is built
+    import multiprocessing.pool  # noqa: F401 - loaded before the handler is built (with multiprocessing.util)
 
 import ces_logging
+from ces_logging import lifecycle
 
 ces_logging.configure(level="WARNING", event_name="poolTask", flush_interval=60)
-MP_AT_CONFIGURE = "multiprocessing" in sys.modules
+MP_AT_CONFIGURE = lifecycle._mp_hooked  # hooked when the handler was built, not by the at-fork hook
 log = logging.getLogger("pool")
 
 
