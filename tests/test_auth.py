@@ -224,3 +224,29 @@ def test_emulator_iam_route_shape(iam_emu: Emulator) -> None:
     }
     r = requests.post(f"{iam_emu.url}/v3/auth/tokens", data=json.dumps(body), timeout=5)
     assert r.status_code == 201 and r.headers["X-Subject-Token"] and r.json()["token"]["expires_at"].endswith("Z")
+
+
+def test_credentials_are_a_read_only_value_that_copies_and_pickles_without_showing_the_secret() -> None:
+    """``Credentials`` (a provider's answer) behaves as the frozen dataclass it replaced: compared and hashed by
+    value, copied, pickled, matched and weakly referenced; never changed; its repr hides the SK and the token."""
+    import copy
+    import pickle
+    import weakref
+
+    from ces_logging._service.auth import Credentials
+
+    c = Credentials("AKX", "the-secret-key", "the-token", 12.5)
+    assert c == Credentials("AKX", "the-secret-key", "the-token", 12.5) != Credentials("AKX", "other")
+    assert hash(c) == hash(Credentials("AKX", "the-secret-key", "the-token", 12.5))
+    for twin in (copy.copy(c), copy.deepcopy(c), pickle.loads(pickle.dumps(c))):
+        assert twin == c and type(twin) is Credentials
+    assert weakref.ref(c)() is c
+    match c:
+        case Credentials(ak, sk, token, expires):
+            assert (ak, sk, token, expires) == ("AKX", "the-secret-key", "the-token", 12.5)
+    with pytest.raises(AttributeError):
+        c.sk = "changed"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        del c.ak  # type: ignore[misc]
+    assert c.sk == "the-secret-key"
+    assert "the-secret-key" not in repr(c) and "the-token" not in repr(c) and "AKX" in repr(c)
