@@ -264,7 +264,7 @@ def _install_mp_hook() -> None:
     """Make every multiprocessing child (fork, spawn, forkserver) drain at its end: ``_exit_function`` runs the
     finalizers, then ``os._exit`` skips atexit.
 
-    Without importing multiprocessing (with subprocess, socket and pickle, most of a handler's build time): a
+    Without importing multiprocessing (with subprocess, socket and pickle: a fifth of a handler's build time): a
     process that has not loaded it has no multiprocessing child yet. If it loads it later and forks one, the
     hook is put in the child by ``_mp_after_fork``, before multiprocessing runs its after-fork step there; a
     spawn or forkserver child loads it before it builds its own handler, and is hooked here."""
