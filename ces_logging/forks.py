@@ -24,7 +24,8 @@ thread is importing when another forks stays half-imported and locked in the chi
 there, so the child's first import of it waits for ever (seen with uWSGI prefork: the app's workers hung). So
 what the worker's threads need is imported on the app's thread, when a handler that sends is built: the lean
 POST's transport (``CESClient``), ``random`` for the retries' jitter (``Worker``), ``requests`` for a provider
-that fetches credentials over HTTP.
+that fetches credentials over HTTP; and what a send reads needs no import at all (a ``Retry-After`` date is
+parsed by ``errors`` itself, not by the email package).
 
 A leaf module: it imports nothing of the package, so anything may register with it.
 """

@@ -41,6 +41,7 @@ PROBE_AFTER: Final = 64  # requests before one more in flight is tried again, af
 
 _INF: Final = float("inf")
 
+
 class Throttle:
     def __init__(self, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
         self.max = max(1, max_in_flight)

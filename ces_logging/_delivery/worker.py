@@ -82,9 +82,9 @@ class Worker:
         name: str = "ces-logging-worker",
         fold: StormControl | None = None,
     ) -> None:
-        self.buffer = buffer
         import random  # noqa: F401 - the retries' jitter, on the app's thread: ours never import (forks.py)
 
+        self.buffer = buffer
         self.client = client
         self.throttle = throttle
         self.batch_size = batch_size
